@@ -1,0 +1,1 @@
+"""Single-device model code. No torch.distributed here: sharding lives in distrec.distributed."""
