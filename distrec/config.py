@@ -67,7 +67,9 @@ class EvalConfig:
 
 @dataclass
 class ShardingConfig:
-    default: str = "row_wise"  # table_wise | row_wise | column_wise | table_row_wise | data_parallel
+    default: str = (
+        "row_wise"  # table_wise | row_wise | column_wise | table_row_wise | data_parallel
+    )
     tables: dict[str, str] = field(default_factory=dict)  # per-table override
     compute_kernel: str = "fused"  # fused | dense
 
@@ -121,7 +123,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError("; ".join(errors))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(tp, value, key)
@@ -239,7 +241,9 @@ def load_config(
         _set_path(tree, k, v)
     name_in_file = tree.pop("model_name", model_name)
     if name_in_file != model_name:
-        raise ConfigError(f"{path}: model_name is {name_in_file!r} but the command asks for {model_name!r}")
+        raise ConfigError(
+            f"{path}: model_name is {name_in_file!r} but the command asks for {model_name!r}"
+        )
     model_values = tree.pop("model", {}) or {}
     where = f"{path}: " if path else ""
     try:
@@ -257,7 +261,13 @@ _CHOICES = {
     "eval.protocol": ("full", "sampled"),
     "train.sparse_optimizer": ("sgd", "adagrad", "rowwise_adagrad", "adam"),
     "train.dense_optimizer": ("adam", "adagrad", "sgd"),
-    "sharding.default": ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"),
+    "sharding.default": (
+        "table_wise",
+        "row_wise",
+        "column_wise",
+        "table_row_wise",
+        "data_parallel",
+    ),
     "sharding.compute_kernel": ("fused", "dense"),
 }
 
@@ -271,7 +281,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{dotted}: {v!r} is not one of {', '.join(choices)}")
     for t, s in cfg.sharding.tables.items():
         if s not in _CHOICES["sharding.default"]:
-            raise ConfigError(f"sharding.tables.{t}: {s!r} is not one of {', '.join(_CHOICES['sharding.default'])}")
+            raise ConfigError(
+                f"sharding.tables.{t}: {s!r} is not one of {', '.join(_CHOICES['sharding.default'])}"
+            )
     if cfg.data.batch_size <= 0:
         raise ConfigError(f"data.batch_size: must be positive, got {cfg.data.batch_size}")
     if cfg.train.epochs < 0:

@@ -107,7 +107,9 @@ def schema_for(table: str) -> pa.Schema:
         return EVAL_ROWS
     if table in TABLE_SCHEMAS:
         return TABLE_SCHEMAS[table]
-    raise KeyError(f"unknown bundle table {table!r}; known: {sorted(TABLE_SCHEMAS)}, graphs/*, eval/*")
+    raise KeyError(
+        f"unknown bundle table {table!r}; known: {sorted(TABLE_SCHEMAS)}, graphs/*, eval/*"
+    )
 
 
 def schema_to_json(schema: pa.Schema) -> dict[str, str]:

@@ -39,8 +39,12 @@ class Batch(Pipelineable):
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
         return Batch(
-            sparse={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.sparse.items()},
-            dense={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.dense.items()},
+            sparse={
+                k: v.to(device=device, non_blocking=non_blocking) for k, v in self.sparse.items()
+            },
+            dense={
+                k: v.to(device=device, non_blocking=non_blocking) for k, v in self.dense.items()
+            },
             size=self.size,
         )
 
@@ -87,7 +91,9 @@ class RecModel(nn.Module):
     #: whether forward is fx-traceable for TrainPipelineSparseDist
     pipelineable: bool = False
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
+    def forward(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
         raise NotImplementedError
 
     def query(self, batch: Batch, task: str = "user") -> torch.Tensor:

@@ -45,7 +45,9 @@ class UnknownModelError(KeyError):
 
 def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:
-        raise UnknownModelError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+        raise UnknownModelError(
+            f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}"
+        )
     module = importlib.import_module(MODELS[name])
     spec = module.SPEC
     assert isinstance(spec, ModelSpec), f"{MODELS[name]}.SPEC must be a ModelSpec"
