@@ -110,6 +110,15 @@ class RecModel(nn.Module):
             return query @ items.T
         return torch.einsum("bfd,nd->bfn", query, items).max(dim=1).values
 
+    def score_candidates(
+        self, query: torch.Tensor, items: torch.Tensor, task: str = "user"
+    ) -> torch.Tensor:
+        """Scores [B, C] of each query against its own candidates ``items`` [B, C, ...] (sampled
+        protocols: 1 test item + 99 negatives, MDGR's 50 + 50). Default: dot / max over interests."""
+        if query.dim() == 2:
+            return torch.einsum("bd,bcd->bc", query, items)
+        return torch.einsum("bfd,bcd->bfc", query, items).max(dim=1).values
+
     def prepare_eval(self) -> None:  # noqa: B027 - optional hook
         """Called once (on every rank, model in eval mode) before evaluation, e.g. to run full-graph
         propagation and cache its result. Must issue the same collectives on every rank."""

@@ -1,0 +1,30 @@
+"""MDGR hyper-parameters (the ``model:`` section of configs/mdgr/*.yaml). Defaults: paper 4.1.3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class MDGRConfig:
+    dim: int = 32  # item embedding size d (paper: 32)
+    time_dim: int = 16  # sinusoidal time encoding tau (days)
+    pos_dim: int = 16  # sinusoidal position encoding rho
+    max_len: int = 50  # l: most recent items fed to the model (chunks protocol: 50 inputs)
+    attn_heads: int = 2  # multi-head self-attention of the item encoder (eq. 4-6)
+    dropout: float = 0.1
+    interests: int = 8  # k clusters (paper: 8)
+    iterations: int = 5  # m dynamic graph clustering cycles (paper: 5 ML, 9 Amazon)
+    sim_heads: int = 4  # delta weighted-cosine heads (eq. 8)
+    gamma: float = 0.3  # keep the top gamma * n^2 similarity entries (eq. 9)
+    gat_heads: int = 2  # H cluster-aware attention heads (eq. 13)
+    kmeans_steps: int = 5  # Lloyd steps of each batched k-means
+    weight_hidden: int = 32  # hidden width of the interest-weight FFN (eq. 15)
+    num_negatives: int = 50  # sampled unseen negatives per training sequence
+    # ablations (paper Table 3): dgc=False -> MDGR-DGC (one static clustering, no graph);
+    # weights=False -> MDGR-W; use_pos/use_time=False -> MDGR-P / MDGR-T (both: MDGR-PT)
+    dgc: bool = True
+    weights: bool = True
+    use_pos: bool = True
+    use_time: bool = True
+    variant: str = "mdgr"  # mdgr | gru4rec (single-interest GRU baseline on the same data)
