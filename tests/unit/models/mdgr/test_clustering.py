@@ -15,7 +15,9 @@ from distrec.models.mdgr.clustering import (
 )
 
 
-def _batch(b: int = 4, length: int = 12, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(
+    b: int = 4, length: int = 12, d: int = 8, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, length, d, generator=g)
     lengths = torch.tensor([length, length - 3, 5, 1][:b])
@@ -33,7 +35,7 @@ def test_sparsify_keeps_exactly_top_gamma_n2() -> None:
             kept = adj[b]
             assert int(kept.sum()) == gamma_count(n, gamma)
             assert not kept[~mask[b]].any() and not kept[:, ~mask[b]].any()
-            valid = sim[b][: n, : n]
+            valid = sim[b][:n, :n]
             if 0 < int(kept.sum()) < n * n:  # every kept entry >= every dropped entry
                 assert valid[kept[:n, :n]].min() >= valid[~kept[:n, :n]].max()
 
@@ -65,7 +67,9 @@ def test_batched_kmeans_equals_per_sequence() -> None:
 def test_batched_dgc_equals_per_sequence() -> None:
     torch.manual_seed(1)
     x, mask = _batch(seed=5)
-    dgc = DynamicGraphClustering(x.shape[-1], k=3, iterations=2, sim_heads=2, gamma=0.4, heads=2, kmeans_steps=3)
+    dgc = DynamicGraphClustering(
+        x.shape[-1], k=3, iterations=2, sim_heads=2, gamma=0.4, heads=2, kmeans_steps=3
+    )
     target = torch.randn(x.shape[0], x.shape[-1])
     out, labels, _ = dgc(x, mask, target)
     for b in range(x.shape[0]):

@@ -32,7 +32,9 @@ def _batch(b: int = 4, max_len: int = 8, negs: int = 3, seed: int = 0) -> Batch:
 
 
 def _cfg(**kw: object) -> MDGRConfig:
-    base = MDGRConfig(dim=8, time_dim=4, pos_dim=4, max_len=8, interests=3, iterations=2, gat_heads=2)
+    base = MDGRConfig(
+        dim=8, time_dim=4, pos_dim=4, max_len=8, interests=3, iterations=2, gat_heads=2
+    )
     return dataclasses.replace(base, **kw)
 
 
@@ -42,13 +44,21 @@ def test_training_step_gives_every_parameter_a_gradient() -> None:
     loss, parts = model(_batch())
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert not missing, f"no gradient for {missing}"
 
 
 @pytest.mark.parametrize(
     "ablation",
-    [{"dgc": False}, {"weights": False}, {"use_pos": False}, {"use_time": False}, {"use_pos": False, "use_time": False}],
+    [
+        {"dgc": False},
+        {"weights": False},
+        {"use_pos": False},
+        {"use_time": False},
+        {"use_pos": False, "use_time": False},
+    ],
 )
 def test_ablations_train(ablation: dict) -> None:
     torch.manual_seed(0)

@@ -1,0 +1,89 @@
+"""MDGR data adapter: recency days, chunks-protocol candidates, rank slices of the global batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from distrec.data.schema import EVAL_ROWS, SEQUENCES, Manifest, TableInfo, schema_to_json
+from distrec.models.common.sequence_data import SequenceDataOptions
+from distrec.models.mdgr.data import MDGRData, recency_days
+
+DAY = 86400
+
+
+def _write(root: Path, users: int = 6, items: int = 40, length: int = 12) -> None:
+    rng = np.random.default_rng(0)
+    seqs = [rng.choice(items, size=length, replace=False).tolist() for _ in range(users)]
+    ts = [(np.arange(length) * DAY * (u + 1)).tolist() for u in range(users)]
+    (root / "sequences").mkdir(parents=True)
+    pq.write_table(
+        pa.table({"user": list(range(users)), "items": seqs, "ts": ts}, schema=SEQUENCES),
+        root / "sequences" / "part-0.parquet",
+    )
+    for split in ("valid", "test"):
+        d = root / "eval" / "chunks" / f"split={split}"
+        d.mkdir(parents=True)
+        rows = {
+            "user": list(range(users)),
+            "input": [s[:6] for s in seqs],
+            "input_ts": [t[:6] for t in ts],
+            "targets": [s[6:] for s in seqs],
+            "candidates": [[(x + 1) % items for x in s[:3]] for s in seqs],
+        }
+        pq.write_table(pa.table(rows, schema=EVAL_ROWS), d / "part-0.parquet")
+    info = {
+        "sequences": TableInfo("sequences", users, schema_to_json(SEQUENCES)),
+        "eval/chunks": TableInfo("eval/chunks", 2 * users, schema_to_json(EVAL_ROWS), "split"),
+    }
+    Manifest(
+        name="t",
+        source="test",
+        counts={"users": users, "items": items},
+        behaviors=["click"],
+        split={"protocol": "chunks"},
+        tables=info,
+    ).write(str(root))
+
+
+def _data(root: Path, rank: int = 0, world: int = 1) -> MDGRData:
+    opts = SequenceDataOptions(
+        max_len=5, num_candidates=2, batch_size=8, eval_batch_size=4, protocol="chunks"
+    )
+    return MDGRData(str(root), opts, rank, world)
+
+
+def test_recency_days() -> None:
+    ts = np.array([0, DAY, 3 * DAY, 10 * DAY, 12 * DAY])
+    out = recency_days(ts, np.array([3, 2]), max_len=4)
+    np.testing.assert_allclose(out, [[3, 2, 0, 0], [2, 0, 0, 0]])
+
+
+def test_train_batches_carry_days_and_split_by_rank(tmp_path: Path) -> None:
+    _write(tmp_path)
+    one = _data(tmp_path)
+    halves = [_data(tmp_path, r, 2) for r in range(2)]
+    assert one.num_train_steps(0) == halves[0].num_train_steps(0) == halves[1].num_train_steps(0)
+    b1 = next(iter(one.train_batches(0)))
+    parts = [next(iter(h.train_batches(0))) for h in halves]
+    days = b1.dense["hist_days"]
+    assert days.shape == (8, 5) and (days >= 0).all()
+    # the newest history item has recency 0
+    lengths = b1.sparse["ec"]["hist"].lengths()
+    assert torch.all(days[torch.arange(8), lengths - 1] == 0)
+    torch.testing.assert_close(torch.cat([p.dense["hist_days"] for p in parts]), days)
+
+
+def test_chunk_queries_rank_targets_among_their_negatives(tmp_path: Path) -> None:
+    _write(tmp_path)
+    qs = list(_data(tmp_path).eval_queries("test"))
+    assert sum(len(q.targets) for q in qs) == 6
+    for q in qs:
+        assert q.candidates is not None
+        for t, c in zip(q.targets, q.candidates, strict=True):
+            assert c[: len(t)] == t and len(c) == len(t) + 3
+        assert q.batch.dense["hist_days"].shape == (len(q.targets), 5)
