@@ -1,0 +1,267 @@
+"""``InteractionData``: the user-item BPR data adapter shared by MF, LightGCN and friends.
+
+Training rows are the unique (user, item) pairs of the train split (target behavior, or the
+behaviors asked for). Each step's global batch of rows and its negatives depend only on
+(seed, epoch, step), and rank r takes its contiguous slice: a 2-rank run sees the same global
+batches as a 1-rank run.
+
+Batch layout (B = this rank's batch, k = num_negatives)::
+
+    Batch.sparse["ebc"] = KJT keys ["user", "pos", "neg"]
+        user: B bags of 1 id, pos: B bags of 1 id, neg: B bags of k ids
+    Batch.size = B
+
+Every KJT carries all three keys (empty ones with zero lengths): a sharded EBC expects the same
+keys on every call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from distrec.data.bundle import Bundle
+from distrec.data.csr import Csr
+from distrec.data.loader import Prefetcher, ProcessPrefetcher, RankShard, rank_slice, step_rng
+from distrec.data.sampling import uniform_negatives
+from distrec.models.api import Batch, EvalQuery, TaskData
+
+KEYS = ["user", "pos", "neg"]
+
+
+def make_kjt(
+    user: np.ndarray | None = None,
+    pos: np.ndarray | None = None,
+    neg: np.ndarray | None = None,
+) -> KeyedJaggedTensor:
+    """KJT with keys user/pos/neg; ``user`` [B], ``pos`` [B] and ``neg`` [B, k] (None = empty key).
+
+    One id per bag for user and pos, k per bag for neg. A KJT has one stride for all keys, so an
+    empty key is B bags of length 0 (B taken from the keys that are given).
+    """
+    given = [a for a in (user, pos, neg) if a is not None]
+    stride = int(np.asarray(given[0]).shape[0]) if given else 0
+    parts: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    for a, one_per_bag in ((user, True), (pos, True), (neg, False)):
+        if a is None:
+            lengths.append(np.zeros(stride, dtype=np.int64))
+            continue
+        a = np.asarray(a, dtype=np.int64)
+        if a.shape[0] != stride:
+            raise ValueError(f"make_kjt: keys have {a.shape[0]} and {stride} bags; need the same B")
+        k = 1 if one_per_bag or a.ndim == 1 else a.shape[1]
+        parts.append(a.reshape(-1))
+        lengths.append(np.full(stride, k, dtype=np.int64))
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return KeyedJaggedTensor(
+        keys=list(KEYS),
+        values=torch.from_numpy(values),
+        lengths=torch.from_numpy(np.concatenate(lengths)),
+        stride=stride,
+    )
+
+
+class InteractionData(TaskData):
+    """BPR training data and full-ranking (or fixed-candidate) evaluation for one rank.
+
+    Example::
+
+        data = InteractionData("bundle/", rank=0, world_size=2, batch_size=2048, num_negatives=1)
+        for batch in data.train_batches(epoch=0): ...
+        for q in data.eval_queries("valid"): ...
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        batch_size: int = 2048,
+        num_negatives: int = 1,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        behaviors: list[str] | None = None,
+        prefetch: int = 2,
+        workers: int = 0,
+        candidates: bool = False,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+        m = self.bundle.manifest
+        self.rank, self.world_size = rank, world_size
+        self.batch_size, self.num_negatives = batch_size, num_negatives
+        self.eval_batch_size, self.seed, self.prefetch = eval_batch_size, seed, prefetch
+        self.workers = workers
+        self.candidates = candidates
+        self.num_users, self.num_items = m.num_users, m.num_items
+        self.target = m.target_behavior
+        self.train_behaviors = list(behaviors) if behaviors else [self.target]
+
+        # Train rows: unique (user, item) over the chosen behaviors.
+        us, its = [], []
+        for b in self.train_behaviors:
+            t = self.bundle.interactions("train", b)
+            us.append(t["user"])
+            its.append(t["item"])
+        self.train_pos = Csr.from_pairs(
+            np.concatenate(us), np.concatenate(its), self.num_users, self.num_items
+        )
+        self.train_users = self.train_pos.sources()
+        self.train_items = self.train_pos.indices
+        # Evaluation masks use the target behavior only: a viewed item can still be bought.
+        self.target_train = (
+            self.train_pos if self.train_behaviors == [self.target] else self._pairs("train")
+        )
+        self._heldout: dict[str, Csr] = {}
+        self.shard = RankShard(self.train_users.shape[0], batch_size, rank, world_size, seed)
+        self.wait_seconds = 0.0  # consumer wait summed over finished epochs' prefetchers
+        self._active: Prefetcher[Any] | ProcessPrefetcher[Any] | None = None
+
+    @classmethod
+    def from_config(
+        cls, cfg: Any, bundle_dir: str, rank: int, world_size: int, **kw: Any
+    ) -> InteractionData:
+        """Build from a :class:`distrec.config.Config` (data.*, run.seed, eval.protocol);
+        ``data.num_workers >= 1`` prefetches in a worker process (recommended, see train_batches)."""
+        return cls(
+            bundle_dir,
+            rank,
+            world_size,
+            batch_size=cfg.data.batch_size,
+            num_negatives=cfg.data.num_negatives,
+            eval_batch_size=cfg.data.eval_batch_size,
+            seed=cfg.run.seed,
+            prefetch=cfg.data.prefetch,
+            workers=cfg.data.num_workers,
+            candidates=cfg.eval.protocol == "sampled",
+            **kw,
+        )
+
+    # ----------------------------------------------------------------- training
+    @property
+    def num_train_rows(self) -> int:
+        return int(self.train_users.shape[0])
+
+    def num_train_steps(self, epoch: int) -> int:
+        return self.shard.num_steps()
+
+    def payload(
+        self, epoch: int, step: int, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """numpy (user [B], pos [B], neg [B, k]) of this rank for global step ``step``. ``rows`` [G]
+        are the global batch's train rows; negatives are drawn for all G (so they do not depend on
+        the world size) and sliced."""
+        users = self.train_users[rows]
+        neg = uniform_negatives(
+            users,
+            self.num_items,
+            self.num_negatives,
+            self.train_pos,
+            step_rng(self.seed, epoch, step),
+        )
+        sl = self.shard.slice
+        return users[sl], self.train_items[rows][sl], neg[sl]
+
+    @staticmethod
+    def to_batch(payload: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Batch:
+        user, pos, neg = payload
+        return Batch(sparse={"ebc": make_kjt(user, pos, neg)}, size=int(user.shape[0]))
+
+    def build_batch(self, epoch: int, step: int, rows: np.ndarray) -> Batch:
+        """The :class:`Batch` of this rank for global step ``step`` (see :meth:`payload`)."""
+        return self.to_batch(self.payload(epoch, step, rows))
+
+    def _payloads(self, epoch: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
+        for step, rows in enumerate(self.shard.global_batches(epoch)):
+            if step >= start_step:
+                yield self.payload(epoch, step, rows)
+
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This rank's batches of ``epoch`` from ``start_step`` on (resume mid-epoch).
+
+        With ``prefetch > 0`` the numpy payloads are made ``prefetch`` steps ahead, in a forked
+        worker process when ``workers > 0`` (no GIL contention with the trainer) else in a thread;
+        the KJTs are built here, in the consumer.
+        """
+        if self.prefetch <= 0:
+            for p in self._payloads(epoch, start_step):
+                yield self.to_batch(p)
+            return
+        pf: Prefetcher[Any] | ProcessPrefetcher[Any]
+        if self.workers > 0:
+            pf = ProcessPrefetcher(lambda: self._payloads(epoch, start_step), depth=self.prefetch)
+        else:
+            pf = Prefetcher(self._payloads(epoch, start_step), depth=self.prefetch)
+        self._active = pf
+        try:
+            for p in pf:
+                yield self.to_batch(p)
+        finally:
+            pf.close()
+            self.wait_seconds += pf.wait_seconds
+            self._active = None
+
+    @property
+    def data_wait_seconds(self) -> float:
+        """Total time the trainer waited for batches so far (including the running epoch)."""
+        return self.wait_seconds + (self._active.wait_seconds if self._active else 0.0)
+
+    # --------------------------------------------------------------- evaluation
+    def _pairs(self, split: str) -> Csr:
+        t = self.bundle.interactions(split, self.target)
+        return Csr.from_pairs(t["user"], t["item"], self.num_users, self.num_items)
+
+    def heldout(self, split: str) -> Csr:
+        """Target-behavior positives of ``split`` (valid/test) per user."""
+        if split not in self._heldout:
+            self._heldout[split] = self._pairs(split)
+        return self._heldout[split]
+
+    def _eval_table(self, split: str) -> tuple[np.ndarray, list[list[int]], list[list[int]] | None]:
+        if self.candidates:
+            protocol = self.bundle.manifest.split["protocol"]
+            t = self.bundle.eval_rows(protocol, split)
+            users = t["user"].to_numpy()
+            return users, t["targets"].to_pylist(), t["candidates"].to_pylist()
+        h = self.heldout(split)
+        users = np.flatnonzero(h.degrees() > 0)
+        return users, [r.tolist() for r in h.rows(users)], None
+
+    def num_eval_steps(self, split: str) -> int:
+        users, _, _ = self._eval_table(split)
+        return math.ceil(users.shape[0] / self.eval_batch_size)
+
+    def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
+        """This rank's slice of each global step of ``eval_batch_size`` users with held-out items in
+        ``split``. ``exclude``: train target positives (+ valid ones for test). Same step count on
+        every rank; a rank with nothing left gets an empty query (ids = [])."""
+        if task != "user":
+            raise ValueError(f"InteractionData evaluates task 'user' only, not {task!r}")
+        users, targets, cands = self._eval_table(split)
+        masks = [self.target_train] + ([self.heldout("valid")] if split == "test" else [])
+        gb = self.eval_batch_size
+        for start in range(0, users.shape[0], gb):
+            n = min(gb, users.shape[0] - start)
+            idx = np.arange(start, start + n)[rank_slice(n, self.rank, self.world_size)]
+            u = users[idx]
+            exclude = [
+                np.unique(np.concatenate([c.row(int(x))[0] for c in masks])).tolist() for x in u
+            ]
+            yield EvalQuery(
+                batch=Batch(sparse={"ebc": make_kjt(user=u)}, size=int(u.shape[0])),
+                ids=torch.from_numpy(u.astype(np.int64)),
+                targets=[targets[i] for i in idx],
+                exclude=exclude,
+                candidates=[cands[i] for i in idx] if cands is not None else None,
+            )
+
+    def item_batch(self, items: torch.Tensor) -> Batch:
+        """Batch whose "pos" key holds ``items`` [N], one per bag (user and neg empty)."""
+        ids = items.detach().cpu().numpy().astype(np.int64)
+        return Batch(sparse={"ebc": make_kjt(pos=ids)}, size=int(ids.shape[0]))

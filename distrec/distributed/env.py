@@ -1,0 +1,91 @@
+"""Process group set-up and rank-prefixed logging.
+
+Under torchrun the usual ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` variables are set and
+the process group is initialised from them. Without them (plain ``python -m distrec.evaluate``)
+a world of one is created on an in-memory store, so the same code path (DMP, collectives) runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def quiet_warnings() -> None:
+    """Silence deprecation chatter of torch.distributed/torchrec internals (not ours to fix)."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed.*")
+    warnings.filterwarnings("ignore", message=r".*is_fx_tracing.*")
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+
+def init_distributed() -> DistEnv:
+    """Initialise the default process group: nccl when CUDA is present, else gloo."""
+    quiet_warnings()
+    use_cuda = torch.cuda.is_available()
+    backend = "nccl" if use_cuda else "gloo"
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        else:
+            if world != 1:
+                raise RuntimeError(
+                    f"WORLD_SIZE={world} but MASTER_ADDR is unset: launch with torchrun"
+                )
+            # A world of one without a rendezvous: no port is opened.
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
+    return DistEnv(rank, dist.get_world_size(), local_rank, device, backend)
+
+
+def destroy_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def setup_logging(rank: int, log_dir: str | Path | None = None, name: str = "distrec") -> logging.Logger:
+    """Log to stderr and ``log_dir/rank<r>.log`` with a ``[rank r]`` prefix on every line."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter(f"[rank {rank}] %(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(Path(log_dir) / f"rank{rank}.log")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger

@@ -1,0 +1,230 @@
+"""Full-ranking (or fixed-candidate) evaluation computed on all ranks at once.
+
+Per evaluation step (one query batch per rank):
+
+1. every rank computes its queries' representations, and they are all-gathered ([B_all, ...]);
+2. every rank scores all B_all queries against its own slice of the item table
+   ([B_all, N_r], N_r = items in [lo_r, hi_r)), masks each query's excluded items (and, for
+   sampled protocols, every item outside its candidate list), keeps a local top-K;
+3. the local top-K lists are all-gathered and merged (K * world values per query), so no rank
+   ever holds the whole item table or the whole score matrix;
+4. AUC: target scores are summed over ranks (each target lives in one slice), each rank counts
+   its slice's negatives below / tied with each target, and the counts are summed.
+
+Each rank then computes metrics for its own queries; sums are all-reduced at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from distrec.eval.collectives import (
+    all_gather_pairs,
+    all_gather_rows,
+    all_reduce_sum,
+    lists_to_pairs,
+)
+from distrec.metrics.ranking import metric_names, ranking_metrics
+from distrec.models.api import EvalQuery, RecModel, TaskData
+
+
+def item_slice(num_items: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous item range [lo, hi) scored by ``rank``: ceil(N / world) items per rank."""
+    per = math.ceil(num_items / world)
+    lo = min(rank * per, num_items)
+    return lo, min(lo + per, num_items)
+
+
+@dataclass
+class EvalResult:
+    """Averaged metrics over all ranks' queries, plus this rank's top-K lists when collected."""
+
+    metrics: dict[str, float]
+    num_queries: int
+    ids: list[np.ndarray] = field(default_factory=list)  # [b] query ids per step
+    items: list[np.ndarray] = field(default_factory=list)  # [b, K] item idx, -1 = none
+    scores: list[np.ndarray] = field(default_factory=list)  # [b, K]
+
+
+@torch.no_grad()
+def compute_item_reps(
+    model: RecModel, data: TaskData, lo: int, hi: int, chunk: int, num_items: int, world: int
+) -> torch.Tensor:
+    """Item reps of [lo, hi) [N_r, ...], in chunks; every rank makes the same number of calls
+    (sharded lookups are collectives) and a rank with nothing left looks up one dummy item."""
+    per = math.ceil(num_items / world)
+    steps = max(1, math.ceil(per / chunk))
+    reps = []
+    for s in range(steps):
+        a, b = lo + s * chunk, min(lo + (s + 1) * chunk, hi)
+        if a < b:
+            reps.append(model.item_reps(data.item_batch(torch.arange(a, b))))
+        else:
+            model.item_reps(data.item_batch(torch.zeros(1, dtype=torch.int64)))
+    if not reps:
+        dummy = model.item_reps(data.item_batch(torch.zeros(1, dtype=torch.int64)))
+        return dummy[:0]
+    return torch.cat(reps)
+
+
+def _mask_pairs(mask: torch.Tensor, pairs: torch.Tensor, lo: int, hi: int, value: bool) -> None:
+    """Set mask[row, item - lo] = value for the pairs whose item is in [lo, hi)."""
+    if pairs.numel() == 0:
+        return
+    sel = (pairs[:, 1] >= lo) & (pairs[:, 1] < hi)
+    p = pairs[sel]
+    mask[p[:, 0], p[:, 1] - lo] = value
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: RecModel,
+    data: TaskData,
+    split: str,
+    *,
+    num_items: int,
+    ks: Sequence[int],
+    task: str = "user",
+    item_chunk: int = 4096,
+    collect_topk: bool = False,
+    export_k: int | None = None,
+    progress: Iterator[None] | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` (its sharded submodules in place) on ``split`` over all ranks.
+
+    Must be called on every rank. ``export_k`` widens the kept list for export (default max(ks)).
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    was_training = model.training
+    model.eval()
+    model.prepare_eval()
+    lo, hi = item_slice(num_items, rank, world)
+    items = compute_item_reps(model, data, lo, hi, item_chunk, num_items, world)  # [N_r, D]
+    kmax = max(max(ks), export_k or 0)
+    names = metric_names(ks)
+    sums = torch.zeros(len(names), dtype=torch.float64)
+    count = torch.zeros(1, dtype=torch.float64)
+    out = EvalResult(metrics={}, num_queries=0)
+    for q in data.eval_queries(split, task):
+        top_items, top_scores, auc = _score_step(model, q, items, lo, hi, kmax, task)
+        b = len(q.targets)
+        per_query = ranking_metrics(top_items, q.targets, ks)
+        for j, n in enumerate(names[:-1]):
+            sums[j] += float(per_query[n].sum())
+        has_t = [len(t) > 0 for t in q.targets]
+        sums[-1] += float(auc[np.array(has_t, dtype=bool)].sum()) if b else 0.0
+        count += sum(has_t)
+        if collect_topk and b:
+            out.ids.append(q.ids.cpu().numpy().astype(np.int64))
+            out.items.append(top_items)
+            out.scores.append(top_scores)
+        if progress is not None:
+            next(progress, None)
+    all_reduce_sum(sums)
+    all_reduce_sum(count)
+    n = int(count.item())
+    out.metrics = {k: (float(v) / n if n else 0.0) for k, v in zip(names, sums.tolist())}
+    out.num_queries = n
+    if was_training:
+        model.train()
+    return out
+
+
+def _score_step(
+    model: RecModel,
+    q: EvalQuery,
+    items: torch.Tensor,
+    lo: int,
+    hi: int,
+    kmax: int,
+    task: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One evaluation step; returns this rank's queries' merged top-K items [b, K], their scores
+    and per-query AUC [b]."""
+    world = dist.get_world_size()
+    rank = dist.get_rank()
+    qrep = model.query(q.batch, task)  # [b, ...]
+    b = len(q.targets)
+    qrep = qrep[:b]
+    all_q, sizes = all_gather_rows(qrep.float())
+    off = sum(sizes[:rank])
+    n_all, n_r = all_q.shape[0], hi - lo
+    excl = all_gather_pairs(q.exclude, off)
+    tgt = all_gather_pairs(q.targets, off)
+    has_cand = torch.tensor([1 if q.candidates is not None else 0])
+    all_reduce_sum(has_cand)
+    cand = None
+    if int(has_cand.item()):
+        cand = all_gather_pairs(q.candidates or [[] for _ in range(b)], off)
+    if n_r > 0:
+        scores = model.score(all_q, items.float(), task).float()  # [B_all, N_r]
+    else:
+        scores = torch.zeros((n_all, 0))
+    ranked = torch.ones_like(scores, dtype=torch.bool)  # items that take part in the ranking
+    if cand is not None:
+        ranked.zero_()
+        _mask_pairs(ranked, cand, lo, hi, True)
+        _mask_pairs(ranked, tgt, lo, hi, True)
+    _mask_pairs(ranked, excl, lo, hi, False)
+    masked = scores.masked_fill(~ranked, float("-inf"))
+    k_loc = min(kmax, n_r)
+    vals = torch.full((n_all, kmax), float("-inf"))
+    idx = torch.full((n_all, kmax), -1, dtype=torch.int64)
+    if k_loc > 0:
+        v, i = masked.topk(k_loc, dim=1)
+        vals[:, :k_loc], idx[:, :k_loc] = v, i + lo
+    if world > 1:
+        gv = [torch.empty_like(vals) for _ in range(world)]
+        gi = [torch.empty_like(idx) for _ in range(world)]
+        dist.all_gather(gv, vals)
+        dist.all_gather(gi, idx)
+        vals, idx = torch.cat(gv, dim=1), torch.cat(gi, dim=1)  # [B_all, K * world]
+        v, pos = vals.topk(kmax, dim=1)
+        vals, idx = v, idx.gather(1, pos)
+    idx[torch.isneginf(vals)] = -1
+    mine = slice(off, off + b)
+    auc = _auc(scores, ranked, tgt, lo, hi, n_all)[mine]
+    return idx[mine].numpy(), vals[mine].numpy(), auc
+
+
+def _auc(
+    scores: torch.Tensor, ranked: torch.Tensor, tgt: torch.Tensor, lo: int, hi: int, n_all: int
+) -> np.ndarray:
+    """Per-query AUC [B_all] (0 where a query has no target) from all ranks' slices."""
+    p = tgt.shape[0]
+    tscore = torch.zeros(p, dtype=torch.float64)
+    in_slice = (tgt[:, 1] >= lo) & (tgt[:, 1] < hi)
+    if p:
+        loc = tgt[in_slice]
+        tscore[in_slice] = scores[loc[:, 0], loc[:, 1] - lo].double()
+    all_reduce_sum(tscore)  # each target's score comes from the one rank owning its item
+    neg = ranked.clone()
+    _mask_pairs(neg, tgt, lo, hi, False)  # targets are not negatives of their own query
+    counts = torch.zeros((p, 3), dtype=torch.float64)  # less, ties, negatives
+    if p and scores.shape[1]:
+        srt = scores.double().masked_fill(~neg, float("inf")).sort(dim=1).values
+        rows = tgt[:, 0]
+        s_rows = srt[rows]  # [P, N_r]
+        t = tscore.unsqueeze(1)
+        left = torch.searchsorted(s_rows, t, right=False).squeeze(1).double()
+        right = torch.searchsorted(s_rows, t, right=True).squeeze(1).double()
+        counts[:, 0] = left
+        counts[:, 1] = right - left
+        counts[:, 2] = neg.sum(1).double()[rows]
+    all_reduce_sum(counts)
+    pair_auc = (counts[:, 0] + 0.5 * counts[:, 1]) / counts[:, 2].clamp(min=1)
+    auc_sum = torch.zeros(n_all, dtype=torch.float64)
+    n_t = torch.zeros(n_all, dtype=torch.float64)
+    if p:
+        auc_sum.index_add_(0, tgt[:, 0], pair_auc)
+        n_t.index_add_(0, tgt[:, 0], torch.ones(p, dtype=torch.float64))
+    return (auc_sum / n_t.clamp(min=1)).numpy()
+
+
+__all__ = ["EvalResult", "compute_item_reps", "evaluate_split", "item_slice", "lists_to_pairs"]

@@ -1,0 +1,126 @@
+"""Graph propagation in two modes that compute the same thing (ARCHITECTURE.md).
+
+* ``full``: :func:`propagate_full` multiplies whole embedding tables by the normalised adjacency
+  of every relation, layer by layer. Exact; the tables come from one lookup of every id (through
+  the sharded EmbeddingBagCollection, which fetches rows from their owners).
+* ``sampled``: :func:`propagate_blocks` applies per-batch neighbourhood blocks
+  (:func:`distrec.graph.sampler.sample_blocks`) to the rows of the outermost frontier only.
+  With unlimited fanout it equals ``full`` on the seeds, values and gradients.
+
+One layer, for each node type ``t``: ``h^{l+1}_t = sum_{r: r.src = t} A_r @ h^l_{r.dst}``; a node
+type that no relation produces gets zeros. Both functions return all layers ``0..L`` so a model
+picks its own combination (LightGCN: :func:`combine_layers` mean).
+
+Shapes: N_t nodes of type t, S_k[t] frontier sizes, D embedding dim.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distrec.graph.adjacency import HeteroGraph
+from distrec.graph.sampler import Blocks
+
+Embeddings = dict[str, torch.Tensor]
+
+
+def _spmm(indices: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int], h: torch.Tensor):
+    """``A @ h`` for A given as COO (indices [2, E], weights [E]) of ``shape``: [shape[0], D]."""
+    a = torch.sparse_coo_tensor(
+        indices, weights.to(h.dtype), shape, device=h.device, check_invariants=False
+    )
+    return torch.sparse.mm(a, h)
+
+
+def propagate_full(
+    graph: HeteroGraph | dict[str, tuple[str, str]],
+    emb: Embeddings,
+    layers: int,
+    adjacency: dict[str, torch.Tensor] | None = None,
+) -> list[Embeddings]:
+    """Full-graph propagation.
+
+    Args:
+        graph: a HeteroGraph, or ``{relation: (src type, dst type)}`` when ``adjacency`` is given.
+        emb: layer-0 tables ``{node_type: [N_t, D]}`` (autograd flows back into them).
+        layers: L.
+        adjacency: ``{relation: sparse [N_src, N_dst]}`` (``graph.torch_adjacency()``, cached by
+            the caller so the COO tensors are built once, not every step).
+
+    Returns:
+        L+1 dicts ``{node_type: [N_t, D]}``, layer 0 first (layer 0 is ``emb`` itself).
+    """
+    if isinstance(graph, HeteroGraph):
+        rels = {r.name: (r.src, r.dst) for r in graph.relations}
+        adjacency = adjacency if adjacency is not None else graph.torch_adjacency()
+    else:
+        rels = graph
+        if adjacency is None:
+            raise ValueError("propagate_full: pass adjacency when graph is a relation dict")
+    out = [dict(emb)]
+    h = emb
+    for _ in range(layers):
+        nxt: Embeddings = {}
+        for t, x in h.items():
+            terms = [
+                torch.sparse.mm(adjacency[n].to(x.dtype), h[d])
+                for n, (s, d) in rels.items()
+                if s == t
+            ]
+            nxt[t] = torch.stack(terms).sum(0) if terms else torch.zeros_like(x)
+        out.append(nxt)
+        h = nxt
+    return out
+
+
+def propagate_blocks(blocks: Blocks, emb: Embeddings) -> list[Embeddings]:
+    """Sampled propagation over ``blocks``.
+
+    Args:
+        blocks: from :func:`sample_blocks` (tensors on the same device as ``emb``).
+        emb: layer-0 rows of the outermost frontier ``{t: [S_L[t], D]}``, in the order of
+            ``blocks.frontiers[-1][t]`` (one lookup of those ids).
+
+    Returns:
+        L+1 dicts ``{node_type: [S_0[t], D]}``: every layer's embedding of the distinct seeds
+        (``frontiers[0]`` order; index with ``blocks.seed_index[t]`` for the given seed order).
+    """
+    L = blocks.num_layers
+    n0 = {t: len(ids) for t, ids in blocks.frontiers[0].items()}
+    h = emb
+    for t, ids in blocks.frontiers[L].items():
+        if h[t].shape[0] != len(ids):
+            raise ValueError(f"emb[{t!r}] has {h[t].shape[0]} rows, frontier has {len(ids)}")
+    # Frontier k is a prefix of frontier k+1, so layer l of the seeds is the first rows of the
+    # layer-l result over any frontier.
+    out = [{t: x[: n0[t]] for t, x in h.items() if t in n0}]
+    for k in reversed(range(L)):
+        nxt: Embeddings = {}
+        for t, ids in blocks.frontiers[k].items():
+            acc = None
+            for n, e in blocks.blocks[k].items():
+                s, d = blocks.relations[n]
+                if s != t:
+                    continue
+                idx = torch.stack([e.rows, e.cols])
+                y = _spmm(idx, e.weights, (len(ids), h[d].shape[0]), h[d])
+                acc = y if acc is None else acc + y
+            if acc is None:
+                ref = next(iter(h.values()))
+                acc = ref.new_zeros(len(ids), ref.shape[1])
+            nxt[t] = acc
+        h = nxt
+        out.append({t: x[: n0[t]] for t, x in h.items() if t in n0})
+    return out
+
+
+def combine_layers(per_layer: list[Embeddings], weights: list[float] | None = None) -> Embeddings:
+    """Weighted sum over layers (default: LightGCN's mean ``1/(L+1)``): ``{t: [N_t, D]}``."""
+    n = len(per_layer)
+    weights = weights if weights is not None else [1.0 / n] * n
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} layer weights for {n} layers")
+    out: Embeddings = {}
+    for t in per_layer[0]:
+        out[t] = sum(w * layer[t] for w, layer in zip(weights, per_layer))  # type: ignore[misc]
+    return out

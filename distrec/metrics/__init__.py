@@ -1,0 +1,1 @@
+"""Ranking metrics (ranking.py) and Prometheus export (prometheus.py)."""

@@ -1,0 +1,44 @@
+"""CIGF (Guo et al., WWW 2023): compressed interaction graph convolution + MESI. ``SPEC`` for
+the registry. Full mode reads the K behavior adjacencies from ``cfg.data.bundle``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from distrec.models.cigf.config import CigfConfig
+from distrec.models.cigf.model import Cigf
+from distrec.models.registry import ModelSpec
+
+
+def build_model(cfg: Any, manifest: Any, device: torch.device) -> Cigf:
+    from distrec.data.bundle import Bundle
+    from distrec.models.cigf.data import resolve_behaviors
+    from distrec.models.cigf.graph import load_behavior_adjacency
+
+    behaviors = resolve_behaviors(cfg.model.behaviors, manifest.behaviors)
+    adjs = None
+    if cfg.graph.mode == "full":
+        adjs = load_behavior_adjacency(Bundle(cfg.data.bundle), behaviors)
+    return Cigf(
+        cfg.model,
+        num_users=manifest.num_users,
+        num_items=manifest.num_items,
+        behaviors=behaviors,
+        layers=cfg.graph.layers,
+        adjs=adjs,
+        l2=cfg.train.l2,
+        device=device,
+    )
+
+
+def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> Any:
+    from distrec.models.cigf.data import CigfData
+
+    return CigfData.from_config(cfg, bundle_dir, rank, world_size)
+
+
+SPEC = ModelSpec(name="cigf", config_cls=CigfConfig, build_model=build_model, build_data=build_data)
+
+__all__ = ["SPEC", "Cigf", "CigfConfig"]

@@ -1,0 +1,185 @@
+"""Behavior adjacencies of CIGF in one node space, and per-batch neighbourhood sampling.
+
+Node ids: users ``0..M-1`` then items ``M..M+N-1`` (n = M + N), so ``A^k`` of eq. 5 is one
+square CSR ``[[0, Y^k], [Y^k^T, 0]]`` built from the bundle's ``ui.<b>`` / ``iu.<b>`` graphs and
+their symmetric normalisation ``1/sqrt(deg_u deg_i)``.
+
+Sampled mode: the seeds' L-hop neighbourhood over the union of all behaviors, each node's row
+sampled once per step (``fanout[d]`` neighbours per behavior for nodes first reached at depth
+d, weights rescaled by ``deg / fanout`` so each hop stays unbiased). Rows exist for nodes within
+L - 1 hops, which is exactly what CIGCN needs: layer l is exact at nodes within L - l hops, and
+the seeds are at depth 0. With unlimited fanout the result equals full-graph propagation.
+
+Shapes: n nodes, S seeds, U subgraph nodes, E subgraph edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from distrec.data.bundle import Bundle
+from distrec.data.csr import Csr
+from distrec.data.schema import iu_graph, ui_graph
+
+
+def node_adjacency(ui: Csr, iu: Csr) -> Csr:
+    """Square adjacency [n, n] of one behavior from its user->item and item->user graphs."""
+    m, n_items = ui.num_src, ui.num_dst
+    if (iu.num_src, iu.num_dst) != (n_items, m):
+        raise ValueError(f"iu graph is {iu.num_src}x{iu.num_dst}, expected {n_items}x{m}")
+    src = np.concatenate([ui.sources(), m + iu.sources()])
+    dst = np.concatenate([m + ui.indices, iu.indices])
+    w = np.concatenate([ui.weights, iu.weights]).astype(np.float32)
+    return Csr.from_pairs(src, dst, m + n_items, m + n_items, w, dedup=False)
+
+
+def load_behavior_adjacency(bundle: Bundle, behaviors: list[str]) -> list[Csr]:
+    """``A^k`` for every behavior in ``behaviors`` (target last), read from the bundle."""
+    out = []
+    for b in behaviors:
+        bundle.behavior_index(b)  # a clear error for a behavior the bundle lacks
+        out.append(node_adjacency(bundle.graph(ui_graph(b)), bundle.graph(iu_graph(b))))
+    return out
+
+
+def to_sparse(adj: Csr, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Coalesced COO tensor [n, n] (COO: ``torch.sparse.mm`` has a backward for the dense side)."""
+    idx = torch.from_numpy(np.stack([adj.sources(), adj.indices]))
+    w = torch.from_numpy(np.asarray(adj.weights, dtype=np.float32))
+    return torch.sparse_coo_tensor(
+        idx, w, (adj.num_src, adj.num_dst), device=device, check_invariants=False
+    ).coalesce()
+
+
+def node_kjt(users: np.ndarray, items: np.ndarray) -> tuple[KeyedJaggedTensor, torch.Tensor]:
+    """Lookup of ``users`` [U_u] (key ``user``) and ``items`` [U_i] (key ``pos``), one id per bag.
+
+    A KJT has one stride for all keys, so the shorter key is padded with empty bags (they pool
+    to zero rows that the model drops). Returns the KJT and ``n_nodes`` = [U_u, U_i].
+    """
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    nu, ni = users.shape[0], items.shape[0]
+    stride = max(nu, ni)
+    lengths = np.zeros(3 * stride, dtype=np.int64)  # keys user, pos, neg (neg always empty)
+    lengths[:nu] = 1
+    lengths[stride : stride + ni] = 1
+    kjt = KeyedJaggedTensor(
+        keys=["user", "pos", "neg"],
+        values=torch.from_numpy(np.concatenate([users, items])),
+        lengths=torch.from_numpy(lengths),
+        stride=stride,
+    )
+    return kjt, torch.tensor([nu, ni], dtype=torch.int64)
+
+
+@dataclass
+class Subgraph:
+    """A sampled neighbourhood: ``nodes`` [U] sorted global ids (users first); edges in local ids
+    ``rows``/``cols`` [E] with ``weights`` [E] and behavior index ``behavior`` [E]."""
+
+    nodes: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    weights: np.ndarray
+    behavior: np.ndarray
+
+    def local(self, global_ids: np.ndarray) -> np.ndarray:
+        """Positions of ``global_ids`` in ``nodes`` (every id must be in the subgraph)."""
+        return np.searchsorted(self.nodes, global_ids)
+
+
+def _gather_rows(
+    adj: Csr, frontier: np.ndarray, fanout: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges (src, dst, w) of the ``frontier`` rows, at most ``fanout`` per row (< 0: all)."""
+    starts = adj.indptr[frontier]
+    deg = adj.indptr[frontier + 1] - starts
+    total = int(deg.sum())
+    if total == 0:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, np.zeros(0, dtype=np.float32)
+    row_pos = np.repeat(np.arange(frontier.shape[0]), deg)
+    first = np.cumsum(deg) - deg
+    offs = np.arange(total) - np.repeat(first, deg)
+    eidx = np.repeat(starts, deg) + offs
+    w = adj.weights[eidx].astype(np.float32)
+    if fanout >= 0 and (deg > fanout).any():
+        # a random rank within each row; keep ranks < fanout (sampling without replacement)
+        key = rng.random(total)
+        order = np.lexsort((key, row_pos))
+        rank = np.empty(total, dtype=np.int64)
+        rank[order] = offs  # row_pos is sorted, so the lexsort keeps rows contiguous
+        keep = rank < fanout
+        scale = (deg / np.minimum(deg, fanout).clip(min=1)).astype(np.float32)
+        w = w * scale[row_pos]
+        eidx, row_pos, w = eidx[keep], row_pos[keep], w[keep]
+    return frontier[row_pos], adj.indices[eidx], w
+
+
+def sample_subgraph(
+    adjs: list[Csr],
+    seeds: np.ndarray,
+    layers: int,
+    fanout: list[int] | None,
+    rng: np.random.Generator,
+) -> Subgraph:
+    """The ``layers``-hop neighbourhood of ``seeds`` (global node ids) over all behaviors."""
+    seeds = np.unique(np.asarray(seeds, dtype=np.int64))
+    visited, frontier = seeds, seeds
+    rows, cols, ws, behs = [], [], [], []
+    for depth in range(layers):
+        f = -1 if not fanout else int(fanout[min(depth, len(fanout) - 1)])
+        reached = []
+        for j, adj in enumerate(adjs):
+            r, c, w = _gather_rows(adj, frontier, f, rng)
+            rows.append(r)
+            cols.append(c)
+            ws.append(w)
+            behs.append(np.full(r.shape[0], j, dtype=np.int64))
+            reached.append(c)
+        new = np.setdiff1d(np.concatenate(reached), visited)  # sorted, unique
+        visited = np.union1d(visited, new)
+        frontier = new
+    nodes = visited
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+    r_all, c_all = cat(rows, np.int64), cat(cols, np.int64)
+    return Subgraph(
+        nodes=nodes,
+        rows=np.searchsorted(nodes, r_all),
+        cols=np.searchsorted(nodes, c_all),
+        weights=cat(ws, np.float32),
+        behavior=cat(behs, np.int64),
+    )
+
+
+def subgraph_tensors(sub: Subgraph, prefix: str = "adj") -> dict[str, torch.Tensor]:
+    """The subgraph's edges as ``Batch.dense`` entries (``<prefix>_rows`` etc.)."""
+    return {
+        f"{prefix}_rows": torch.from_numpy(sub.rows),
+        f"{prefix}_cols": torch.from_numpy(sub.cols),
+        f"{prefix}_w": torch.from_numpy(sub.weights),
+        f"{prefix}_beh": torch.from_numpy(sub.behavior),
+    }
+
+
+def adjacency_from_dense(
+    dense: dict[str, torch.Tensor], num_nodes: int, num_behaviors: int, prefix: str = "adj"
+) -> list[torch.Tensor]:
+    """K sparse [U, U] adjacencies from :func:`subgraph_tensors` output."""
+    rows, cols = dense[f"{prefix}_rows"], dense[f"{prefix}_cols"]
+    w, beh = dense[f"{prefix}_w"], dense[f"{prefix}_beh"]
+    out = []
+    for j in range(num_behaviors):
+        sel = beh == j
+        idx = torch.stack([rows[sel], cols[sel]])
+        out.append(
+            torch.sparse_coo_tensor(
+                idx, w[sel], (num_nodes, num_nodes), device=w.device, check_invariants=False
+            ).coalesce()
+        )
+    return out

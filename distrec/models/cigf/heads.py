@@ -1,0 +1,130 @@
+"""Multi-task prediction heads on top of the K CIGCN representations (paper 4.3, Table 5).
+
+Every head takes user reps ``x`` and item reps ``y`` of shape ``[K, ..., D]`` (K behaviors first,
+then broadcastable batch dims) and returns the score of one task ``[...]``. ``matrix`` scores
+every query against every item, ``x`` [K, B, D] and ``y`` [K, N, D] -> [B, N], without forming a
+[B, N, D] tensor: gates and experts are separable into user and item parts.
+
+* :class:`Mesi`: experts ``f_j = x_j o y_j`` (eq. 14), the gate of task k from its *own* input
+  ``softmax(W_g [x_k || y_k] + b_g)`` (eq. 15), tower = mean over D (eq. 16).
+* :class:`Bilinear`: same input ``xm = mean_k x_k``, ``score_k = sum_d xm o ym o r_k`` (GHCF, eq. 1).
+* :class:`SharedMmoe`: same input, K bilinear experts ``xm o ym o r_j``, a softmax gate per task
+  on ``[xm || ym]``, mean tower. (Reference MMoE experts are MLPs on ``[xm || ym]``, which cannot
+  be ranked against all items without a [B, N, D] tensor; bilinear experts keep it separable.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _tower(v: torch.Tensor, tower: str) -> torch.Tensor:
+    return v.mean(dim=-1) if tower == "mean" else v.sum(dim=-1)
+
+
+def _scale(d: int, tower: str) -> float:
+    return 1.0 / d if tower == "mean" else 1.0
+
+
+class Mesi(nn.Module):
+    """Multi-Expert with Separate Input. ``gate_per_task``: one gate net per task instead of the
+    single ``W_g`` of eq. 15 (which already yields a different gate per task through its input)."""
+
+    def __init__(
+        self, dim: int, num_behaviors: int, gate_per_task: bool = False, tower: str = "mean"
+    ) -> None:
+        super().__init__()
+        self.k = num_behaviors
+        self.tower = tower
+        g = num_behaviors if gate_per_task else 1
+        bound = (6.0 / (2 * dim + num_behaviors)) ** 0.5
+        self.w_user = nn.Parameter(torch.empty(g, num_behaviors, dim).uniform_(-bound, bound))
+        self.w_item = nn.Parameter(torch.empty(g, num_behaviors, dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(g, num_behaviors))
+
+    def _gate_params(self, task: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = task if self.w_user.shape[0] > 1 else 0
+        return self.w_user[g], self.w_item[g], self.bias[g]
+
+    def gates(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        """Gate of ``task`` over the K experts: ``[..., K]``, rows sum to 1."""
+        wu, wi, b = self._gate_params(task)
+        # W_g [x || y] split into its user and item halves so the two sides can broadcast
+        return torch.softmax(x[task] @ wu.T + y[task] @ wi.T + b, dim=-1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        g = self.gates(x, y, task)  # [..., K]
+        experts = x * y  # [K, ..., D]
+        mixed = torch.einsum("...j,j...d->...d", g, experts)
+        return _tower(mixed, self.tower)
+
+    def matrix(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        wu, wi, b = self._gate_params(task)
+        logits = (x[task] @ wu.T + b)[:, None, :] + (y[task] @ wi.T)[None, :, :]  # [B, N, K]
+        g = torch.softmax(logits, dim=-1)
+        dots = torch.einsum("jbd,jnd->jbn", x, y) * _scale(x.shape[-1], self.tower)
+        return torch.einsum("bnj,jbn->bn", g, dots)
+
+
+class Bilinear(nn.Module):
+    """GHCF's bilinear head on the mean of the K representations (the "w/o MESI" variant)."""
+
+    def __init__(self, dim: int, num_behaviors: int, tower: str = "sum") -> None:
+        super().__init__()
+        self.r = nn.Parameter(torch.ones(num_behaviors, dim))
+        self.tower = tower
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        return _tower(x.mean(0) * y.mean(0) * self.r[task], self.tower)
+
+    def matrix(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        scale = _scale(x.shape[-1], self.tower)
+        return (x.mean(0) * self.r[task]) @ y.mean(0).T * scale
+
+
+class SharedMmoe(nn.Module):
+    """MMoE with the same input for every task (Table 5's CIGCN-MMOE), K bilinear experts."""
+
+    def __init__(self, dim: int, num_behaviors: int, tower: str = "mean") -> None:
+        super().__init__()
+        k = num_behaviors
+        self.tower = tower
+        self.r = nn.Parameter(1.0 + 0.1 * torch.randn(k, dim))  # experts differ from the start
+        bound = (6.0 / (2 * dim + k)) ** 0.5
+        self.w_user = nn.Parameter(torch.empty(k, k, dim).uniform_(-bound, bound))
+        self.w_item = nn.Parameter(torch.empty(k, k, dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(k, k))
+
+    def gates(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        xm, ym = x.mean(0), y.mean(0)
+        return torch.softmax(
+            xm @ self.w_user[task].T + ym @ self.w_item[task].T + self.bias[task], -1
+        )
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        g = self.gates(x, y, task)
+        prod = x.mean(0) * y.mean(0)  # [..., D]
+        experts = prod.unsqueeze(-2) * self.r  # [..., K, D]
+        return _tower((g.unsqueeze(-1) * experts).sum(-2), self.tower)
+
+    def matrix(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        xm, ym = x.mean(0), y.mean(0)
+        logits = (xm @ self.w_user[task].T + self.bias[task])[:, None] + (ym @ self.w_item[task].T)[
+            None
+        ]
+        g = torch.softmax(logits, dim=-1)  # [B, N, K]
+        dots = torch.einsum("bd,jd,nd->jbn", xm, self.r, ym) * _scale(x.shape[-1], self.tower)
+        return torch.einsum("bnj,jbn->bn", g, dots)
+
+
+def build_head(
+    kind: str, dim: int, num_behaviors: int, gate_per_task: bool, tower: str
+) -> nn.Module:
+    if kind == "mesi":
+        return Mesi(dim, num_behaviors, gate_per_task, tower)
+    if kind == "bilinear":
+        return Bilinear(dim, num_behaviors, tower)
+    if kind == "mmoe":
+        return SharedMmoe(dim, num_behaviors, tower)
+    raise ValueError(f"model.head: unknown head {kind!r}; valid: mesi, bilinear, mmoe")

@@ -1,0 +1,211 @@
+"""CIGF = embedding tables + CIGCN (compressed interaction graph convolution) + a multi-task head.
+
+Tables: one TorchRec ``EmbeddingBagCollection`` with ``user`` (feature ``user``) and ``item``
+(features ``pos``, ``neg``), sized from the manifest, one id per bag, so the KJTs of
+:func:`distrec.data.interactions.make_kjt` drive it. A step looks up the *nodes it propagates
+over*: every user and item in ``full`` mode, the sampled neighbourhood in ``sampled`` mode; with
+row-wise sharding TorchRec fetches each row from the rank that owns it and sends gradients back.
+
+Training batch (``Batch.dense``; node ids in the lookup's node space, users first then items):
+``user`` [B], ``pos`` / ``neg`` [K, B] (one positive and one negative per behavior), ``mask``
+[K, B] (0 where the user has no interaction of that behavior), and in sampled mode the edges
+``adj_rows/adj_cols/adj_w/adj_beh`` [E]. Loss: sum over behaviors of BPR (eq. 17), each term a
+sum over the batch divided by B so rank-local losses average to the global one, plus L2 on the
+batch's initial embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+
+from distrec.data.csr import Csr
+from distrec.models.api import Batch, RecModel
+from distrec.models.cigf.attention import BehaviorAttention
+from distrec.models.cigf.config import CigfConfig
+from distrec.models.cigf.graph import adjacency_from_dense, node_kjt, to_sparse
+from distrec.models.cigf.heads import build_head
+from distrec.models.cigf.propagation import cigcn
+
+
+class Cigf(RecModel):
+    """CIGF over K behaviors (target last).
+
+    ``adjs``: the K full-graph adjacencies (node space, :mod:`distrec.models.cigf.graph`) for
+    ``full`` mode; None in ``sampled`` mode, where every batch brings its own subgraph.
+
+    Example::
+
+        model = Cigf(CigfConfig(), num_users=M, num_items=N, behaviors=["pv", "fav", "buy"],
+                     layers=2, adjs=adjs)
+        loss, terms = model(batch)
+    """
+
+    def __init__(
+        self,
+        cfg: CigfConfig,
+        num_users: int,
+        num_items: int,
+        behaviors: list[str],
+        layers: int,
+        adjs: list[Csr] | None,
+        l2: float = 1e-4,
+        device: torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.num_users, self.num_items = num_users, num_items
+        self.behaviors = list(behaviors)
+        self.k = len(behaviors)
+        self.layers = layers
+        self.l2 = l2
+        d = cfg.embedding_dim
+        weights = cfg.loss_weights or [1.0] * self.k
+        if len(weights) != self.k:
+            raise ValueError(f"model.loss_weights: {len(weights)} values for {self.k} behaviors")
+        self.loss_weights = [float(w) for w in weights]
+
+        def init_for(rows: int):  # Xavier-uniform (paper A.1) for a [rows, D] table
+            bound = cfg.init_scale * (6.0 / (rows + d)) ** 0.5
+            return lambda w: torch.nn.init.uniform_(w, -bound, bound)
+
+        self.ebc = EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(
+                    name="user",
+                    embedding_dim=d,
+                    num_embeddings=num_users,
+                    feature_names=["user"],
+                    pooling=PoolingType.SUM,
+                    init_fn=init_for(num_users),
+                ),
+                EmbeddingBagConfig(
+                    name="item",
+                    embedding_dim=d,
+                    num_embeddings=num_items,
+                    feature_names=["pos", "neg"],
+                    pooling=PoolingType.SUM,
+                    init_fn=init_for(num_items),
+                ),
+            ],
+            device=device,
+        )
+        dense_dev = None if device is None or device.type == "meta" else device
+        self.attention = (
+            BehaviorAttention(d, self.k, layers, cfg.heads, cfg.attention, cfg.leaky_slope)
+            if cfg.cigcn
+            else None
+        )
+        self.head = build_head(cfg.head, d, self.k, cfg.gate_per_task, cfg.tower)
+        if dense_dev is not None:
+            self.attention = self.attention.to(dense_dev) if self.attention else None
+            self.head = self.head.to(dense_dev)
+        # plain attributes, not buffers: graphs are data (rebuilt from the bundle), not state
+        self._adjs_cpu = adjs
+        self._adjs_dev: dict[str, list[torch.Tensor]] = {}
+        self._cache: torch.Tensor | None = None  # [K, n, D] full-graph reps for evaluation
+
+    # ----------------------------------------------------------------- pieces
+    def _device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
+    def _full_adjs(self, device: torch.device) -> list[torch.Tensor]:
+        if self._adjs_cpu is None:
+            raise RuntimeError("CIGF in sampled mode: the batch must carry its subgraph (adj_*)")
+        key = str(device)
+        if key not in self._adjs_dev:
+            self._adjs_dev[key] = [to_sparse(a, device) for a in self._adjs_cpu]
+        return self._adjs_dev[key]
+
+    def _ego(self, batch: Batch) -> torch.Tensor:
+        """Initial embeddings of the step's nodes [n, D]: looked-up users, then items."""
+        kt = self.ebc(batch.sparse["ebc"]).to_dict()
+        nu, ni = (int(v) for v in batch.dense["n_nodes"].tolist())
+        return torch.cat([kt["user"][:nu], kt["pos"][:ni]])  # drop the padding bags
+
+    def propagate(self, ego: torch.Tensor, adjs: list[torch.Tensor]) -> torch.Tensor:
+        """CIGCN: K representations of every node ``[K, n, D]``."""
+        alpha = self.attention(ego) if self.attention is not None else None
+        return cigcn(ego, adjs, self.layers, alpha)
+
+    def _reps(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        ego = self._ego(batch)
+        if "adj_rows" in batch.dense:
+            adjs = adjacency_from_dense(batch.dense, ego.shape[0], self.k)
+        else:
+            adjs = self._full_adjs(ego.device)
+        return ego, self.propagate(ego, adjs)
+
+    # --------------------------------------------------------------- training
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self._cache = None  # parameters are about to change
+        ego, reps = self._reps(batch)
+        u, pos, neg = batch.dense["user"], batch.dense["pos"], batch.dense["neg"]
+        mask = batch.dense["mask"].to(ego.dtype)
+        b = max(int(u.shape[0]), 1)
+        x = reps[:, u]  # [K, B, D]
+        total = ego.new_zeros(())
+        terms: dict[str, torch.Tensor] = {}
+        reg = ego[u].pow(2).sum()
+        for k, name in enumerate(self.behaviors):
+            s_pos = self.head(x, reps[:, pos[k]], k)
+            s_neg = self.head(x, reps[:, neg[k]], k)
+            bpr = -(F.logsigmoid(s_pos - s_neg) * mask[k]).sum() / b
+            total = total + self.loss_weights[k] * bpr
+            terms[f"bpr.{name}"] = bpr.detach()
+            reg = reg + ((ego[pos[k]].pow(2) + ego[neg[k]].pow(2)).sum(-1) * mask[k]).sum()
+        reg = self.l2 * 0.5 * reg / b
+        terms["reg"] = reg.detach()
+        return total + reg, terms
+
+    # ------------------------------------------------------------- evaluation
+    def prepare_eval(self) -> None:
+        """Full mode: one full-graph propagation (all rows looked up on every rank), cached."""
+        self._cache = None
+        if self._adjs_cpu is None:
+            return
+        dev = self._device()
+        kjt, n_nodes = node_kjt(np.arange(self.num_users), np.arange(self.num_items))
+        batch = Batch(sparse={"ebc": kjt}, dense={"n_nodes": n_nodes}).to(dev)
+        with torch.no_grad():
+            _, self._cache = self._reps(batch)
+
+    def _node_reps(self, batch: Batch, key: str, offset: int) -> torch.Tensor:
+        if "adj_rows" in batch.dense:  # sampled: propagate over the batch's own subgraph
+            _, reps = self._reps(batch)
+            sel = reps[:, batch.dense["nodes"]]
+        else:
+            if self._cache is None:
+                self.prepare_eval()
+            assert self._cache is not None
+            ids = batch.sparse["ebc"][key].values().to(self._cache.device)
+            sel = self._cache[:, ids + offset]
+        return sel.permute(1, 0, 2).reshape(sel.shape[1], -1)  # [B, K*D]
+
+    def query(self, batch: Batch, task: str = "user") -> torch.Tensor:
+        """User reps ``[B, K*D]`` (the K CIGCN representations, flattened)."""
+        return self._node_reps(batch, "user", 0)
+
+    def item_reps(self, batch: Batch) -> torch.Tensor:
+        """Item reps ``[N, K*D]`` of the batch's ``pos`` feature."""
+        return self._node_reps(batch, "pos", self.num_users)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        """[..., K*D] -> [K, ..., D]."""
+        v = t.reshape(*t.shape[:-1], self.k, -1)
+        return v.movedim(-2, 0)
+
+    def score(self, query: torch.Tensor, items: torch.Tensor, task: str = "user") -> torch.Tensor:
+        """Target-behavior scores [B, N] of queries [B, K*D] against items [N, K*D]."""
+        return self.head.matrix(self._split(query), self._split(items), self.k - 1)
+
+    def score_candidates(
+        self, query: torch.Tensor, items: torch.Tensor, task: str = "user"
+    ) -> torch.Tensor:
+        """Target-behavior scores [B, C] against per-query candidates ``items`` [B, C, K*D]."""
+        x = self._split(query).unsqueeze(2)  # [K, B, 1, D]
+        return self.head(x, self._split(items), self.k - 1)

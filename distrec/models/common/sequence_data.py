@@ -1,0 +1,271 @@
+"""Sequence data adapter shared by the sequential models (DisMIR, MDGR).
+
+Training samples come from the bundle's ``sequences`` table: every position ``t >= 1`` of a
+user's chronological sequence is one sample, whose history is the window of the last ``kappa``
+items before ``t`` and whose target is ``items[t]``. Evaluation reads
+``eval/<protocol>/split=valid|test`` rows (the ComiRec/REMI ``user_holdout`` protocol: the
+``input`` prefix infers the interests, ``targets`` are ranked against the full item table).
+
+Batches carry one KeyedJaggedTensor for the model's item EmbeddingCollection under
+``Batch.sparse["ec"]`` with keys (every key always present, empty ones with zero lengths, because
+a sharded EmbeddingCollection wants the same keys each call):
+
+* ``hist``: the history window, up to kappa ids per sample, oldest first;
+* ``pos``: the target item (1 id per sample);
+* ``neg``: ``num_candidates`` uniform negative candidates per sample;
+* ``cooc`` / ``part_neg`` (only with ``cooc_negatives > 0``): one positive drawn from the
+  anchor's (the target's) row of the item co-occurrence graph (0 ids when the row is empty), and
+  ``cooc_negatives`` uniform negatives shared by the batch, all in the first bag.
+
+``Batch.dense``: ``cooc_mask`` [B] float (1 when ``cooc`` has an id), and ``noise`` [B, kappa, F]
+standard normal (when ``noise_dim`` F > 0) for models that break symmetry with random
+initial routing logits.
+
+Every random quantity is drawn for the whole *global* batch from a generator seeded with
+(seed, epoch, step) and then sliced, so a run at 2 ranks sees exactly the samples, negatives and
+noise of a run at 1 rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
+from distrec.models.api import Batch, EvalQuery, TaskData
+from distrec.models.common.bundle_io import CsrGraph, check_ids, list_column, read_graph, read_table
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("hist", "pos", "neg")
+PARTITION_FEATURES = ("cooc", "part_neg")
+_EVAL_SALT = {"valid": 1, "test": 2}
+
+
+@dataclass
+class SequenceDataOptions:
+    max_len: int = 20  # kappa: history window
+    num_candidates: int = 10  # uniform negatives per sample (hard-negative candidates)
+    cooc_negatives: int = 0  # N_o; > 0 adds the co-occurrence features
+    noise_dim: int = 0  # F; > 0 adds dense["noise"] [B, kappa, F]
+    batch_size: int = 1024  # global
+    eval_batch_size: int = 1024  # global
+    seed: int = 0
+    protocol: str = "user_holdout"
+    exclude_history: bool = False  # ComiRec protocol ranks every item, history included
+
+
+def epoch_global_batches(num_rows: int, global_batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Shuffled row indices of every global batch of ``epoch``; the last partial batch is dropped
+    (kept when it is the only one). Independent of the world size."""
+    rng = np.random.default_rng([seed, epoch, 0xB47C4])
+    perm = rng.permutation(num_rows)
+    steps = max(1, num_rows // global_batch) if num_rows else 0
+    return [perm[s * global_batch : (s + 1) * global_batch] for s in range(steps)]
+
+
+def rank_slice(rows: np.ndarray, rank: int, world_size: int) -> slice:
+    """Contiguous part of a global batch for ``rank`` (sizes differ by at most one)."""
+    bounds = np.linspace(0, len(rows), world_size + 1).round().astype(np.int64)
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))
+
+
+def sample_cooc(graph: CsrGraph, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One neighbour per anchor drawn with probability proportional to the edge weight
+    (the multinomial M(Y_i | S_i) of Theorem 4); -1 where the anchor has no neighbour."""
+    lo, hi = graph.indptr[anchors], graph.indptr[anchors + 1]
+    out = np.full(len(anchors), -1, dtype=np.int64)
+    has = hi > lo
+    if not has.any():
+        return out
+    cum = np.cumsum(graph.weights, dtype=np.float64)
+    base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
+    total = cum[np.maximum(hi - 1, 0)] - base
+    target = base + rng.random(len(anchors)) * total
+    pick = np.searchsorted(cum, target, side="right")
+    pick = np.clip(pick, lo, np.maximum(hi - 1, lo))
+    out[has] = graph.indices[pick[has]]
+    return out
+
+
+def windows(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kappa: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``kappa`` entries of ``values[starts[b]:ends[b]]`` for every b, concatenated;
+    returns (flat ids, lengths [B])."""
+    lengths = np.minimum(ends - starts, kappa).astype(np.int64)
+    first = ends - lengths
+    idx = np.repeat(first - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    idx = idx + np.arange(int(lengths.sum()), dtype=np.int64)
+    return values[idx], lengths
+
+
+def make_kjt(features: dict[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str, ...], batch: int) -> KeyedJaggedTensor:
+    """KJT with ``keys`` in order; a key missing from ``features`` gets ``batch`` zero lengths."""
+    vals, lens = [], []
+    for k in keys:
+        v, n = features.get(k, (np.zeros(0, np.int64), np.zeros(batch, np.int64)))
+        assert len(n) == batch, f"feature {k}: {len(n)} lengths for batch {batch}"
+        vals.append(v)
+        lens.append(n)
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=list(keys),
+        values=torch.from_numpy(np.concatenate(vals).astype(np.int64)),
+        lengths=torch.from_numpy(np.concatenate(lens).astype(np.int32)),
+    )
+
+
+class SequenceData(TaskData):
+    """Sequence samples and ``user_holdout`` evaluation of one rank. See the module docstring."""
+
+    def __init__(self, bundle_dir: str, opts: SequenceDataOptions, rank: int = 0, world_size: int = 1) -> None:
+        self.bundle_dir = bundle_dir
+        self.opts = opts
+        self.rank, self.world_size = rank, world_size
+        self.manifest = Manifest.load(bundle_dir)
+        self.num_items = self.manifest.num_items
+        self.keys = FEATURES + (PARTITION_FEATURES if opts.cooc_negatives > 0 else ())
+        # Equal per-rank slices keep "mean over the local batch, averaged over ranks" equal to
+        # the mean over the global batch.
+        self.global_batch = max(world_size, opts.batch_size // world_size * world_size)
+        where = os.path.join(bundle_dir, "sequences")
+        table = read_table(bundle_dir, "sequences", ["user", "items"])
+        self.seq_offsets, self.seq_values = list_column(table, "items", where)
+        check_ids(self.seq_values, self.num_items, where, "items", self.seq_offsets)
+        # Sample s predicts seq_values[target_pos[s]] from the window ending there.
+        lens = np.diff(self.seq_offsets)
+        row_start = np.repeat(self.seq_offsets[:-1], lens)
+        keep = np.arange(len(self.seq_values)) > row_start  # position 0 has no history
+        self.target_pos = np.flatnonzero(keep)
+        self.sample_start = row_start[keep]
+        self.cooc: CsrGraph | None = None
+        if opts.cooc_negatives > 0:
+            self.cooc = read_graph(bundle_dir, GRAPH_ITEM_COOC, self.num_items, self.num_items)
+        self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
+        log.info("sequence data: %d users, %d training samples, %d items", len(lens), len(self.target_pos), self.num_items)
+
+    # ---------------------------------------------------------------- training
+    @property
+    def num_samples(self) -> int:
+        return len(self.target_pos)
+
+    def num_train_steps(self, epoch: int) -> int:
+        return len(epoch_global_batches(self.num_samples, self.global_batch, self.opts.seed, epoch))
+
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
+        for step, rows in enumerate(epoch_global_batches(self.num_samples, self.global_batch, self.opts.seed, epoch)):
+            yield self.train_batch(rows, epoch, step)
+
+    def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
+        """This rank's part of the global batch ``global_rows`` (sample indices)."""
+        o = self.opts
+        rng = np.random.default_rng([o.seed, epoch, step, 0x5E9])
+        gb = len(global_rows)
+        neg = rng.integers(0, self.num_items, size=(gb, o.num_candidates))
+        noise = rng.standard_normal((gb, o.max_len, o.noise_dim), dtype=np.float32) if o.noise_dim else None
+        sl = rank_slice(global_rows, self.rank, self.world_size)
+        rows = global_rows[sl]
+        b = len(rows)
+        tp = self.target_pos[rows]
+        hist, hist_len = windows(self.seq_values, self.sample_start[rows], tp, o.max_len)
+        pos = self.seq_values[tp]
+        feats = {
+            "hist": (hist, hist_len),
+            "pos": (pos, np.ones(b, np.int64)),
+            "neg": (neg[sl].reshape(-1), np.full(b, o.num_candidates, np.int64)),
+        }
+        dense: dict[str, torch.Tensor] = {}
+        if self.cooc is not None:
+            all_pos = self.seq_values[self.target_pos[global_rows]]
+            cooc = sample_cooc(self.cooc, all_pos, rng)[sl]
+            part_neg = rng.integers(0, self.num_items, size=o.cooc_negatives)
+            has = cooc >= 0
+            feats["cooc"] = (cooc[has], has.astype(np.int64))
+            first = np.zeros(b, np.int64)
+            if b:
+                first[0] = o.cooc_negatives
+            feats["part_neg"] = (part_neg if b else part_neg[:0], first)
+            dense["cooc_mask"] = torch.from_numpy(has.astype(np.float32))
+        if noise is not None:
+            dense["noise"] = torch.from_numpy(np.ascontiguousarray(noise[sl]))
+        return Batch(sparse={"ec": make_kjt(feats, self.keys, b)}, dense=dense, size=b)
+
+    # -------------------------------------------------------------- evaluation
+    def _eval_rows(self, split: str) -> tuple[np.ndarray, ...]:
+        if split not in self._eval_cache:
+            rel = f"eval/{self.opts.protocol}/split={split}"
+            where = os.path.join(self.bundle_dir, rel)
+            table = read_table(self.bundle_dir, rel, ["user", "input", "targets"])
+            users = np.asarray(table.column("user").to_numpy(), dtype=np.int64)
+            in_off, in_val = list_column(table, "input", where)
+            t_off, t_val = list_column(table, "targets", where)
+            check_ids(in_val, self.num_items, where, "input", in_off)
+            check_ids(t_val, self.num_items, where, "targets", t_off)
+            self._eval_cache[split] = (users, in_off, in_val, t_off, t_val)
+        return self._eval_cache[split]
+
+    def num_eval_steps(self, split: str) -> int:
+        users = self._eval_rows(split)[0]
+        return math.ceil(len(users) / self.opts.eval_batch_size)
+
+    def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
+        """This rank's slice of each global evaluation batch; every rank yields the same count.
+        ``exclude`` is empty by default: the ComiRec protocol ranks every item."""
+        if task != "user":
+            raise ValueError(f"sequence data has only the 'user' task, not {task!r}")
+        users, in_off, in_val, t_off, t_val = self._eval_rows(split)
+        o, n = self.opts, len(users)
+        for step in range(self.num_eval_steps(split)):
+            global_rows = np.arange(step * o.eval_batch_size, min(n, (step + 1) * o.eval_batch_size))
+            rng = np.random.default_rng([o.seed, _EVAL_SALT.get(split, 3), step, 0xE7A1])
+            noise = rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32) if o.noise_dim else None
+            sl = rank_slice(global_rows, self.rank, self.world_size)
+            rows = global_rows[sl]
+            hist, hist_len = windows(in_val, in_off[rows], in_off[rows + 1], o.max_len)
+            noise_r = None if noise is None else np.ascontiguousarray(noise[sl])
+            if len(rows) == 0:
+                # A rank without queries this step still runs the lookups (collectives): one
+                # padding query with an empty history; ids/targets stay empty so it is ignored.
+                hist_len = np.zeros(1, np.int64)
+                noise_r = None if noise_r is None else np.zeros((1, o.max_len, o.noise_dim), np.float32)
+            feats = {"hist": (hist, hist_len)}
+            dense = {} if noise_r is None else {"noise": torch.from_numpy(noise_r)}
+            batch = Batch(sparse={"ec": make_kjt(feats, self.keys, len(hist_len))}, dense=dense, size=len(rows))
+            targets = [np.unique(t_val[t_off[r] : t_off[r + 1]]).tolist() for r in rows]
+            if o.exclude_history:
+                exclude = [np.unique(in_val[in_off[r] : in_off[r + 1]]).tolist() for r in rows]
+            else:
+                exclude = [[] for _ in rows]
+            yield EvalQuery(batch=batch, ids=torch.from_numpy(users[rows]), targets=targets, exclude=exclude)
+
+    def item_batch(self, items: torch.Tensor) -> Batch:
+        ids = items.detach().cpu().numpy().astype(np.int64)
+        feats = {"pos": (ids, np.ones(len(ids), np.int64))}
+        return Batch(sparse={"ec": make_kjt(feats, self.keys, len(ids))}, size=len(ids))
+
+
+def build_sequence_data(cfg: Any, bundle_dir: str, rank: int, world_size: int, **extra: Any) -> SequenceData:
+    """Build from a distrec Config: ``cfg.data`` batch sizes, ``cfg.run.seed``, and the model
+    section's ``max_len`` plus ``extra`` overrides (e.g. ``cooc_negatives``, ``noise_dim``)."""
+    protocol = "user_holdout"
+    manifest = Manifest.load(bundle_dir)
+    if manifest.split.get("protocol") not in (None, protocol):
+        raise BundleFormatError(
+            f"{bundle_dir}/_manifest.json: split.protocol is {manifest.split.get('protocol')!r}; "
+            f"sequence models need a {protocol!r} bundle"
+        )
+    opts = SequenceDataOptions(
+        max_len=int(getattr(cfg.model, "max_len", 20)),
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        seed=cfg.run.seed,
+        protocol=protocol,
+        **extra,
+    )
+    return SequenceData(bundle_dir, opts, rank, world_size)

@@ -1,0 +1,144 @@
+"""DisMIR: multi-interest sequential recommendation with item partition (KDD'24).
+
+The item table is one TorchRec EmbeddingCollection table ``item`` [N, D] (D = K: an item's
+embedding *is* its vector of partition weights). Its features come from
+:class:`~distrec.models.common.SequenceData`: ``hist`` (kappa-window), ``pos``, ``neg`` and, with
+the partition task, ``cooc`` / ``part_neg``.
+
+``L = L_rec + lambda * L_partition (+ reg_weight * regulariser)`` with
+``L_rec`` the pairwise loss against the hardest of ``hard_candidates`` uniform negatives and
+``L_partition`` Theorem 4's contrastive loss. Scoring (training and evaluation, one code path):
+``readout=attention`` is eq. (5), ``score(u, i) = sum_f a_uf m_uf . e_i`` with
+``a_u = softmax_f(m_uf . mean(e))``; ``mean`` is the "w/o DPI" ablation (a_uf = 1/F); ``max`` is
+ComiRec's ``max_f m_uf . e_i`` (the plug-in backbone of Table 5).
+
+Shapes: B batch, L = kappa, F interests, D dim, C candidates, N items.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchrec.modules.embedding_configs import EmbeddingConfig
+from torchrec.modules.embedding_modules import EmbeddingCollection
+
+from distrec.models.api import Batch, RecModel
+from distrec.models.common.sequence_data import FEATURES, PARTITION_FEATURES
+from distrec.models.dismir.config import DisMIRConfig
+from distrec.models.dismir.layers import (
+    CapsuleRouting,
+    SelfAttentiveExtractor,
+    hard_negative_bpr,
+    interest_weights,
+    pad_jagged,
+    score_items,
+)
+from distrec.models.dismir.losses import backward_flow, partition_loss, routing_variance
+
+
+def feature_names(cfg: DisMIRConfig) -> tuple[str, ...]:
+    """KJT keys the model's EmbeddingCollection expects (the data adapter emits the same)."""
+    return FEATURES + (PARTITION_FEATURES if cfg.partition_weight > 0 else ())
+
+
+class DisMIR(RecModel):
+    """DisMIR and its ablations (MIR, MIR-RV, MIR-BF, w/o DPI) and the ComiRec-SA backbone.
+
+    Example::
+
+        model = DisMIR(DisMIRConfig(), num_items=1000)
+        loss, losses = model(batch)          # batch from SequenceData.train_batches
+        q = model.query(eval_batch)          # [B, F, D], a_f * m_f (sum over F scores eq. 5)
+        scores = model.score(q, model.item_reps(model_items_batch))   # [B, N]
+    """
+
+    tasks = ("user",)
+    pipelineable = False
+
+    def __init__(self, cfg: DisMIRConfig, num_items: int, device: torch.device | None = None, l2: float = 0.0) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.l2 = l2
+        bound = cfg.init_std * math.sqrt(3.0)  # uniform(-a, a) has std a / sqrt(3)
+        self.ec = EmbeddingCollection(
+            tables=[
+                EmbeddingConfig(
+                    name="item",
+                    embedding_dim=cfg.dim,
+                    num_embeddings=num_items,
+                    feature_names=list(feature_names(cfg)),
+                    weight_init_min=-bound,
+                    weight_init_max=bound,
+                    init_fn=lambda w: torch.nn.init.uniform_(w, -bound, bound),
+                )
+            ],
+            device=device,
+        )
+        if cfg.backbone == "capsule":
+            self.extractor: torch.nn.Module = CapsuleRouting(
+                cfg.num_interests, cfg.routing_iters, cfg.routing_noise_std, cfg.routing_grad
+            )
+        else:
+            self.extractor = SelfAttentiveExtractor(cfg.dim, cfg.num_interests, cfg.max_len).to(device)
+
+    # ------------------------------------------------------------------ parts
+    def interests(self, emb: dict, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """-> (weighted interests q [B, F, D], raw interests m [B, F, D], routing [B, L, F],
+        history h [B, L, D], mask [B, L])."""
+        hist = emb["hist"]
+        h, mask = pad_jagged(hist.values(), hist.lengths(), self.cfg.max_len)
+        m, routing = self.extractor(h, mask, batch.dense.get("noise"))
+        a = interest_weights(m, h, mask, self.cfg.readout)
+        return m * a.unsqueeze(-1), m, routing, h, mask
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        kjt = batch.sparse["ec"]
+        emb = self.ec(kjt)
+        q, m, routing, h, mask = self.interests(emb, batch)
+        bsz = q.shape[0]
+        e_pos = emb["pos"].values()  # [B, D]
+        e_neg = emb["neg"].values().view(bsz, -1, cfg.dim)  # [B, C, D]
+        pos_ids = kjt["pos"].values()
+        neg_ids = kjt["neg"].values().view(bsz, -1)
+        s_pos = score_items(q, e_pos.unsqueeze(1), cfg.readout).squeeze(1)
+        s_neg = score_items(q, e_neg, cfg.readout)
+        rec = hard_negative_bpr(s_pos, s_neg, neg_ids != pos_ids.unsqueeze(1))
+        loss = rec
+        losses = {"rec": rec.detach()}
+        if cfg.partition_weight > 0:
+            has = batch.dense["cooc_mask"] > 0
+            if bool(has.any()):
+                part = partition_loss(e_pos[has], emb["cooc"].values(), emb["part_neg"].values())
+            else:  # no anchor with a co-occurrence neighbour in this batch
+                part = e_pos.sum() * 0.0
+            loss = loss + cfg.partition_weight * part
+            losses["partition"] = part.detach()
+        if cfg.regularizer != "none" and cfg.reg_weight > 0:
+            if cfg.regularizer == "routing_variance":
+                reg = routing_variance(routing, mask)
+            else:
+                reg = backward_flow(m, h, routing, mask)
+            loss = loss + cfg.reg_weight * reg
+            losses[cfg.regularizer] = reg.detach()
+        if self.l2 > 0:
+            l2 = e_pos.pow(2).sum(-1).mean() + e_neg.pow(2).sum(-1).mean()
+            loss = loss + self.l2 * l2
+        return loss, losses
+
+    # ------------------------------------------------------------- evaluation
+    def query(self, batch: Batch, task: str = "user") -> torch.Tensor:
+        """[B, F, D]: a_uf * m_uf for the attention/mean read-outs (score sums over F, eq. 5),
+        m_uf for ``max`` (score takes the max over F, ComiRec)."""
+        emb = self.ec(batch.sparse["ec"])
+        return self.interests(emb, batch)[0]
+
+    def item_reps(self, batch: Batch) -> torch.Tensor:
+        """[N, D] embeddings of the ``pos`` ids of an item batch."""
+        return self.ec(batch.sparse["ec"])["pos"].values()
+
+    def score(self, query: torch.Tensor, items: torch.Tensor, task: str = "user") -> torch.Tensor:
+        """[B, N]: sum over interests of the weighted scores (eq. 5), or the max (ComiRec)."""
+        return score_items(query, items, self.cfg.readout)

@@ -1,0 +1,136 @@
+"""IGRec's data adapter: BPR triples for the user and the group task, and both tasks' queries.
+
+Every training step carries the full-table KJT (the model reads every row: ``full`` graph mode)
+plus index tensors in ``Batch.dense``: ``users, pos`` [b], ``neg`` [b, K], ``groups, gpos`` [bg],
+``gneg`` [bg, K] and ``seed`` [] (Gumbel noise and member sampling of this step). A global batch
+is the same set of rows whatever the world size and each rank takes its contiguous slice, so the
+mean of the per-rank losses equals the 1-rank loss (``dense["norm"]`` holds the denominators).
+The group triples ride along: each step takes ceil(group pairs / steps) of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from distrec.data.csr import Csr
+from distrec.data.loader import RankShard, rank_slice, step_rng
+from distrec.data.sampling import uniform_negatives
+from distrec.models.api import Batch, EvalQuery, TaskData
+from distrec.models.igrec.graphs import IGRecGraphs, read_pairs
+from distrec.models.igrec.model import full_table_kjt
+
+
+class IGRecData(TaskData):
+    """Training and evaluation batches of IGRec for one rank of ``world``."""
+
+    def __init__(
+        self,
+        bundle_dir: str,
+        graphs: IGRecGraphs,
+        *,
+        target_behavior: int,
+        batch_size: int,
+        eval_batch_size: int,
+        num_negatives: int,
+        rank: int,
+        world: int,
+        seed: int,
+        with_interest_table: bool = False,
+    ) -> None:
+        self.bundle_dir, self.g = bundle_dir, graphs
+        self.target_behavior = target_behavior
+        self.rank, self.world, self.seed, self.k = rank, world, seed, num_negatives
+        n_ui = len(graphs.ui_user)
+        if n_ui == 0:
+            raise ValueError(f"{bundle_dir}: no train interactions of the target behavior")
+        self.global_batch = max(world, min(batch_size, n_ui))
+        self.users = RankShard(n_ui, self.global_batch, rank, world, seed, drop_last=True)
+        self.steps = self.users.num_steps()
+        n_gi = len(graphs.gi_group)
+        self.group_batch = max(world, -(-n_gi // self.steps)) if n_gi else 0
+        self.eval_batch = max(world, (eval_batch_size // world) * world)
+        counts = {"user": graphs.num_users, "item": graphs.num_items, "group": graphs.num_groups}
+        if with_interest_table:
+            counts["interest"] = graphs.num_users
+        self.kjt = full_table_kjt(counts)
+        self.pos_user = Csr.from_pairs(graphs.ui_user, graphs.ui_item, graphs.num_users, graphs.num_items)
+        self.pos_group = Csr.from_pairs(graphs.gi_group, graphs.gi_item, graphs.num_groups, graphs.num_items)
+
+    # ---- training ------------------------------------------------------------------------
+    def num_train_steps(self, epoch: int) -> int:
+        return self.steps
+
+    def _group_rows(self, epoch: int, step: int) -> np.ndarray:
+        """Global group-pair rows of ``step``: consecutive chunks of an epoch permutation,
+        wrapping around, so each epoch sees every group pair at least once."""
+        n = len(self.g.gi_group)
+        perm = np.random.default_rng([self.seed, epoch, 0x6A0]).permutation(n)
+        idx = (np.arange(self.group_batch) + step * self.group_batch) % n
+        return perm[idx]
+
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
+        sl = rank_slice(self.global_batch, self.rank, self.world)
+        g_sl = rank_slice(self.group_batch, self.rank, self.world)
+        for step, rows in enumerate(self.users.global_batches(epoch)):
+            rng = step_rng(self.seed, epoch, step)
+            users, pos = self.g.ui_user[rows], self.g.ui_item[rows]
+            neg = uniform_negatives(users, self.g.num_items, self.k, self.pos_user, rng)
+            if self.group_batch:
+                g_rows = self._group_rows(epoch, step)
+                groups, gpos = self.g.gi_group[g_rows], self.g.gi_item[g_rows]
+                gneg = uniform_negatives(groups, self.g.num_items, self.k, self.pos_group, rng)
+            else:
+                groups = gpos = np.zeros(0, np.int64)
+                gneg = np.zeros((0, self.k), np.int64)
+            noise_seed = int(rng.integers(0, 2**62))
+            dense = {
+                "users": torch.from_numpy(users[sl]),
+                "pos": torch.from_numpy(pos[sl]),
+                "neg": torch.from_numpy(neg[sl]),
+                "groups": torch.from_numpy(groups[g_sl]),
+                "gpos": torch.from_numpy(gpos[g_sl]),
+                "gneg": torch.from_numpy(gneg[g_sl]),
+                "seed": torch.tensor(noise_seed, dtype=torch.int64),
+                # Per-rank loss denominators: global count / world, so that the ranks' losses
+                # (averaged by the gradient all-reduce) add up to the global batch mean even when
+                # the slices are uneven.
+                "norm": torch.tensor(
+                    [len(rows) / self.world, max(self.group_batch, 1) / self.world]
+                ),
+            }
+            yield Batch(sparse={"ebc": self.kjt}, dense=dense, size=len(users[sl]))
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def _positives(self, task: str, splits: tuple[str, ...]) -> Csr:
+        n_q = self.g.num_users if task == "user" else self.g.num_groups
+        qs, its = [], []
+        for s in splits:
+            q, i = read_pairs(self.bundle_dir, task, s, self.target_behavior)
+            qs.append(q)
+            its.append(i)
+        return Csr.from_pairs(np.concatenate(qs), np.concatenate(its), n_q, self.g.num_items)
+
+    def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
+        """Queries with held-out items in ``split``; exclude = train (+ valid for test) items."""
+        if task not in ("user", "group"):
+            raise ValueError(f"IGRec has tasks user and group, not {task!r}")
+        targets = self._positives(task, (split,))
+        exclude = self._positives(task, ("train",) if split != "test" else ("train", "valid"))
+        queries = np.flatnonzero(targets.degrees() > 0)
+        sl = rank_slice(self.eval_batch, self.rank, self.world)
+        steps = -(-len(queries) // self.eval_batch)
+        for t in range(steps):
+            ids = queries[t * self.eval_batch : (t + 1) * self.eval_batch][sl]
+            batch = Batch(sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(ids)}, size=len(ids))
+            yield EvalQuery(
+                batch=batch,
+                ids=torch.from_numpy(ids),
+                targets=[targets.row(int(q))[0].tolist() for q in ids],
+                exclude=[exclude.row(int(q))[0].tolist() for q in ids],
+            )
+
+    def item_batch(self, items: torch.Tensor) -> Batch:
+        return Batch(sparse={"ebc": self.kjt}, dense={"items": items.to(torch.int64)}, size=len(items))
