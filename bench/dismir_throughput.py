@@ -43,7 +43,9 @@ def write_bundle(path: Path, users: int, items: int, length: int, seed: int) -> 
         {
             "user": np.arange(users, dtype=np.int64),
             "items": pa.ListArray.from_arrays(offsets, seqs.reshape(-1).astype(np.int64)),
-            "ts": pa.ListArray.from_arrays(offsets, np.tile(np.arange(length, dtype=np.int64), users)),
+            "ts": pa.ListArray.from_arrays(
+                offsets, np.tile(np.arange(length, dtype=np.int64), users)
+            ),
         },
         schema=SEQUENCES,
     )
@@ -82,7 +84,9 @@ def write_bundle(path: Path, users: int, items: int, length: int, seed: int) -> 
     ).write(str(path))
 
 
-def _worker(rank: int, world: int, port: int, bundle: str, args: argparse.Namespace, out: str) -> None:
+def _worker(
+    rank: int, world: int, port: int, bundle: str, args: argparse.Namespace, out: str
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     os.environ.update(LOCAL_WORLD_SIZE=str(world), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
@@ -144,15 +148,26 @@ def main() -> None:
         bundle = Path(tmp) / "bundle"
         t0 = time.perf_counter()
         write_bundle(bundle, args.users, args.items, args.length, seed=0)
-        print(f"synthetic bundle: {args.users} users x {args.length}, {args.items} items ({time.perf_counter() - t0:.1f}s)", flush=True)
+        print(
+            f"synthetic bundle: {args.users} users x {args.length}, {args.items} items ({time.perf_counter() - t0:.1f}s)",
+            flush=True,
+        )
         for i, world in enumerate(args.worlds):
             out = Path(tmp) / f"w{world}.json"
-            mp.start_processes(_worker, args=(world, args.port + i, str(bundle), args, str(out)), nprocs=world, start_method="spawn")
+            mp.start_processes(
+                _worker,
+                args=(world, args.port + i, str(bundle), args, str(out)),
+                nprocs=world,
+                start_method="spawn",
+            )
             results.append(json.loads(out.read_text()))
             print(json.dumps(results[-1]), flush=True)
     report = {
         "benchmark": "dismir training step (capsule, partition loss, hard negatives), row_wise item table",
-        "items": args.items, "users": args.users, "seq_len": args.length, "dim": 64,
+        "items": args.items,
+        "users": args.users,
+        "seq_len": args.length,
+        "dim": 64,
         "machine": "2-core CPU sandbox, shared with other jobs (load varies)",
         "date": "2026-11-23",
         "command": " ".join(["python"] + sys.argv),

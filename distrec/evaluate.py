@@ -15,7 +15,10 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m distrec.evaluate", description=__doc__)
     p.add_argument(
-        "--run", "--run-dir", dest="run", required=True,
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
         help="run directory (run.dir of a training run); use --run-dir under torchrun",
     )
     p.add_argument("--split", default="test", choices=["valid", "test"])

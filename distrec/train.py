@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="model name (see distrec.models.registry.MODELS)")
     p.add_argument("--config", help="YAML config, e.g. configs/mf/ml-100k.yaml")
-    p.add_argument("--resume", action="store_true", help="continue from <run.dir>/checkpoints/latest")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from <run.dir>/checkpoints/latest"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.01")
     return p
 

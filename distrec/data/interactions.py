@@ -177,7 +177,9 @@ class InteractionData(TaskData):
         """The :class:`Batch` of this rank for global step ``step`` (see :meth:`payload`)."""
         return self.to_batch(self.payload(epoch, step, rows))
 
-    def _payloads(self, epoch: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
+    def _payloads(
+        self, epoch: int, start_step: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         for step, rows in enumerate(self.shard.global_batches(epoch)):
             if step >= start_step:
                 yield self.payload(epoch, step, rows)

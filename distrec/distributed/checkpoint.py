@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
@@ -107,9 +106,7 @@ def mark_best(run_dir: str | Path, step: int) -> None:
 def _prune(root: Path, keep: int) -> None:
     """Keep the newest ``keep`` checkpoints plus those ``latest``/``best`` point to."""
     pinned = {(root / p).read_text().strip() for p in ("latest", "best") if (root / p).exists()}
-    steps = sorted(
-        (int(d.name.split("-")[1]), d) for d in root.glob("step-*") if d.is_dir()
-    )
+    steps = sorted((int(d.name.split("-")[1]), d) for d in root.glob("step-*") if d.is_dir())
     for _, d in steps[: max(0, len(steps) - keep)]:
         if d.name not in pinned:
             shutil.rmtree(d, ignore_errors=True)
@@ -130,7 +127,3 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: Any | None) -
         optimizer.load_state_dict(state["optim"])
     with open(path / META) as f:
         return json.load(f)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)

@@ -71,7 +71,9 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
-def setup_logging(rank: int, log_dir: str | Path | None = None, name: str = "distrec") -> logging.Logger:
+def setup_logging(
+    rank: int, log_dir: str | Path | None = None, name: str = "distrec"
+) -> logging.Logger:
     """Log to stderr and ``log_dir/rank<r>.log`` with a ``[rank r]`` prefix on every line."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)

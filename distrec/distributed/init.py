@@ -22,17 +22,27 @@ from distrec.distributed.sharding import embedding_modules
 BLOCK_ROWS = 65536
 
 
-def table_specs(model: nn.Module) -> dict[str, tuple[int, int, Callable[[torch.Tensor], None] | None]]:
+def table_specs(
+    model: nn.Module,
+) -> dict[str, tuple[int, int, Callable[[torch.Tensor], None] | None]]:
     """State-dict key suffix of every table weight -> (rows, dim, init_fn), from the unsharded model."""
     out = {}
     for fqn, m in embedding_modules(model).items():
         prefix = f"{fqn}." if fqn else ""
         if isinstance(m, EmbeddingBagCollection):
             for c in m.embedding_bag_configs():
-                out[f"{prefix}embedding_bags.{c.name}.weight"] = (c.num_embeddings, c.embedding_dim, c.init_fn)
+                out[f"{prefix}embedding_bags.{c.name}.weight"] = (
+                    c.num_embeddings,
+                    c.embedding_dim,
+                    c.init_fn,
+                )
         else:
             for c in m.embedding_configs():
-                out[f"{prefix}embeddings.{c.name}.weight"] = (c.num_embeddings, c.embedding_dim, c.init_fn)
+                out[f"{prefix}embeddings.{c.name}.weight"] = (
+                    c.num_embeddings,
+                    c.embedding_dim,
+                    c.init_fn,
+                )
     return out
 
 
@@ -51,7 +61,9 @@ def _block(key: str, seed: int, b: int, rows: int, dim: int, init_fn) -> torch.T
     return t
 
 
-def _fill(dst: torch.Tensor, key: str, seed: int, r0: int, c0: int, rows: int, dim: int, init_fn) -> None:  # noqa: ANN001
+def _fill(
+    dst: torch.Tensor, key: str, seed: int, r0: int, c0: int, rows: int, dim: int, init_fn
+) -> None:  # noqa: ANN001
     """Write rows [r0, r0+len(dst)) x cols [c0, c0+dst.shape[1]) of the table into ``dst``."""
     r1 = r0 + dst.shape[0]
     for b in range(r0 // BLOCK_ROWS, math.ceil(r1 / BLOCK_ROWS) if r1 > r0 else 0):
@@ -62,7 +74,9 @@ def _fill(dst: torch.Tensor, key: str, seed: int, r0: int, c0: int, rows: int, d
 
 
 @torch.no_grad()
-def init_tables(sharded: nn.Module, specs: dict[str, tuple[int, int, Callable | None]], seed: int) -> int:
+def init_tables(
+    sharded: nn.Module, specs: dict[str, tuple[int, int, Callable | None]], seed: int
+) -> int:
     """Re-initialise every table of ``sharded`` (a DMP) in place; returns the number of tables."""
     done = 0
     for name, t in sharded.state_dict().items():

@@ -49,10 +49,12 @@ _FUSED_OPTIMIZERS = {
 }
 
 
-def embedding_modules(model: nn.Module) -> dict[str, nn.Module]:
+def embedding_modules(
+    model: nn.Module,
+) -> dict[str, EmbeddingBagCollection | EmbeddingCollection]:
     """Module path -> EmbeddingBagCollection / EmbeddingCollection (weighted EBCs included)."""
     return {
-        fqn: m
+        fqn: m  # type: ignore[misc]
         for fqn, m in model.named_modules()
         if isinstance(m, EmbeddingBagCollection | EmbeddingCollection)
     }
@@ -65,7 +67,7 @@ def feature_to_table(model: nn.Module) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     for m in embedding_modules(model).values():
-        configs = (
+        configs: list[Any] = list(
             m.embedding_bag_configs()
             if isinstance(m, EmbeddingBagCollection)
             else m.embedding_configs()
@@ -105,8 +107,10 @@ def build_plan(
     sharders = make_sharders(cfg, device)
     for fqn, module in embedding_modules(model).items():
         kind = "ec" if isinstance(module, EmbeddingCollection) else "ebc"
-        configs = (
-            module.embedding_configs() if kind == "ec" else module.embedding_bag_configs()
+        configs: list[Any] = list(
+            module.embedding_configs()
+            if isinstance(module, EmbeddingCollection)
+            else module.embedding_bag_configs()
         )
         per_param = {}
         for i, c in enumerate(configs):

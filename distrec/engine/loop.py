@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from distrec.distributed.checkpoint import (
     load_checkpoint,
-    mark_best,
     read_pointer,
     save_checkpoint,
 )
@@ -102,22 +101,36 @@ class Trainer:
         self.bad_evals, self.history = meta["bad_evals"], meta["history"]
         log_path = self.s.run_dir / "train_log.jsonl"
         if self.s.env.is_main and log_path.exists():  # drop steps the killed run logged after it
-            keep = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= self.global_step]
+            keep = [
+                ln
+                for ln in log_path.read_text().splitlines()
+                if json.loads(ln)["step"] <= self.global_step
+            ]
             tmp = log_path.with_suffix(".tmp")
             tmp.write_text("".join(ln + "\n" for ln in keep))
             tmp.replace(log_path)
         self.s.log.info(
             "resumed from %s (saved at world size %s): epoch %d, step %d",
-            path.name, meta.get("world_size"), self.epoch, self.global_step,
+            path.name,
+            meta.get("world_size"),
+            self.epoch,
+            self.global_step,
         )
 
     def _save(self, best: bool = False) -> None:
         secs = save_checkpoint(
-            self.s.run_dir, self.global_step, self.s.wrapped, self.s.optimizer, self._meta(),
-            keep=self.cfg.run.keep_checkpoints, best=best,
+            self.s.run_dir,
+            self.global_step,
+            self.s.wrapped,
+            self.s.optimizer,
+            self._meta(),
+            keep=self.cfg.run.keep_checkpoints,
+            best=best,
         )
         self.metrics.checkpoint(seconds=secs)
-        self.s.log.info("checkpoint step-%d (%.2fs)%s", self.global_step, secs, " best" if best else "")
+        self.s.log.info(
+            "checkpoint step-%d (%.2fs)%s", self.global_step, secs, " best" if best else ""
+        )
 
     # ---------------------------------------------------------------- logging
     def _flush_losses(self) -> float | None:
@@ -170,8 +183,12 @@ class Trainer:
         steps = s.data.num_train_steps(self.epoch)
         it = _Timed(iter(s.data.train_batches(self.epoch)), skip=self.step_in_epoch)
         bar = tqdm(
-            total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
-            disable=not s.env.is_main, leave=False, dynamic_ncols=True,
+            total=steps,
+            initial=self.step_in_epoch,
+            desc=f"epoch {self.epoch}",
+            disable=not s.env.is_main,
+            leave=False,
+            dynamic_ncols=True,
         )
         s.wrapped.train()
         pipe = None
@@ -189,6 +206,7 @@ class Trainer:
                     terms = out
                     batch = it.last
                 else:
+                    assert s.optimizer is not None
                     batch = next(it)
                     loss, terms = s.wrapped(batch)
                     s.optimizer.zero_grad()
@@ -203,9 +221,13 @@ class Trainer:
             # trained one's in expectation, good enough for throughput and lookup counters
             assert batch is not None
             samples += batch.size
-            self._pending.append((self.global_step, self.epoch, {k: v.detach() for k, v in terms.items()}))
+            self._pending.append(
+                (self.global_step, self.epoch, {k: v.detach() for k, v in terms.items()})
+            )
             self.metrics.step(
-                samples=batch.size, step_seconds=dt, data_wait_seconds=it.wait - w0,
+                samples=batch.size,
+                step_seconds=dt,
+                data_wait_seconds=it.wait - w0,
                 losses={k: float(v) for k, v in terms.items()},
                 lookups=count_lookups(batch, s.features),
             )
@@ -230,8 +252,11 @@ class Trainer:
         if s.env.is_main:
             s.log.info(
                 "epoch %d: %d steps, loss %.4f, %.0f samples/s/rank, data wait %.1f%%",
-                self.epoch, self.step_in_epoch, self._epoch_loss[0] / max(self._epoch_loss[1], 1),
-                samples / max(el, 1e-9), 100 * it.wait / max(el, 1e-9),
+                self.epoch,
+                self.step_in_epoch,
+                self._epoch_loss[0] / max(self._epoch_loss[1], 1),
+                samples / max(el, 1e-9),
+                100 * it.wait / max(el, 1e-9),
             )
         return reached
 
@@ -251,8 +276,10 @@ class Trainer:
         self.history.append({"epoch": epoch, "step": self.global_step, "valid": res})
         if s.env.is_main:
             s.log.info(
-                "valid epoch %d: %s%s", epoch,
-                " ".join(f"{k}={v:.4f}" for k, v in res.items()), " *" if improved else "",
+                "valid epoch %d: %s%s",
+                epoch,
+                " ".join(f"{k}={v:.4f}" for k, v in res.items()),
+                " *" if improved else "",
             )
         self._save(best=improved)
         self._write_metrics()
@@ -269,7 +296,11 @@ class Trainer:
         res = run_eval(s, "test", metrics=self.metrics)
         out = self._write_metrics(test=res)
         if s.env.is_main:
-            s.log.info("test (best step %s): %s", self.best_step, " ".join(f"{k}={v:.4f}" for k, v in res.items()))
+            s.log.info(
+                "test (best step %s): %s",
+                self.best_step,
+                " ".join(f"{k}={v:.4f}" for k, v in res.items()),
+            )
         self.metrics.close()
         return out
 
@@ -291,7 +322,3 @@ class Trainer:
             tmp.write_text(json.dumps(out, indent=2))
             tmp.replace(self.s.run_dir / "metrics.json")
         return out
-
-
-def mark_best_step(s: Session, step: int) -> None:
-    mark_best(s.run_dir, step)

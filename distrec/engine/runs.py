@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import torch.distributed as dist
 
 from distrec.data.bundle import Bundle
-
 from distrec.eval.ranking import EvalResult, evaluate_split
 
 

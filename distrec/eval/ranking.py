@@ -128,9 +128,9 @@ def evaluate_split(
             next(progress, None)
     all_reduce_sum(sums)
     all_reduce_sum(count)
-    n = int(count.item())
-    out.metrics = {k: (float(v) / n if n else 0.0) for k, v in zip(names, sums.tolist())}
-    out.num_queries = n
+    nq = int(count.item())
+    out.metrics = {k: (float(v) / nq if nq else 0.0) for k, v in zip(names, sums.tolist())}
+    out.num_queries = nq
     if was_training:
         model.train()
     return out
@@ -177,16 +177,19 @@ def _score_step(
     vals = torch.full((n_all, kmax), float("-inf"))
     idx = torch.full((n_all, kmax), -1, dtype=torch.int64)
     if k_loc > 0:
-        v, i = masked.topk(k_loc, dim=1)
-        vals[:, :k_loc], idx[:, :k_loc] = v, i + lo
+        # a stable sort (not topk) so that ties go to the lower item id on every rank: the lists
+        # are then the same whatever the world size
+        v, i = masked.sort(dim=1, descending=True, stable=True)
+        vals[:, :k_loc], idx[:, :k_loc] = v[:, :k_loc], i[:, :k_loc] + lo
     if world > 1:
         gv = [torch.empty_like(vals) for _ in range(world)]
         gi = [torch.empty_like(idx) for _ in range(world)]
         dist.all_gather(gv, vals)
         dist.all_gather(gi, idx)
         vals, idx = torch.cat(gv, dim=1), torch.cat(gi, dim=1)  # [B_all, K * world]
-        v, pos = vals.topk(kmax, dim=1)
-        vals, idx = v, idx.gather(1, pos)
+        # rank order = ascending item ranges, so a stable sort keeps ties in item-id order
+        v, pos = vals.sort(dim=1, descending=True, stable=True)
+        vals, idx = v[:, :kmax], idx.gather(1, pos[:, :kmax])
     idx[torch.isneginf(vals)] = -1
     mine = slice(off, off + b)
     auc = _auc(scores, ranked, tgt, lo, hi, n_all)[mine]

@@ -55,11 +55,11 @@ def ranking_metrics(
     out: dict[str, np.ndarray] = {}
     for k in ks:
         h = hits[:, :k]
-        dcg = (h * disc[:k]).sum(1)
+        dcg = np.asarray((h * disc[:k]).sum(1))
         ideal = np.cumsum(disc[:k])[np.minimum(n_t, k).astype(np.int64) - 1]
         out[f"recall@{k}"] = h.sum(1) / n_t
         out[f"ndcg@{k}"] = dcg / ideal
-        out[f"hr@{k}"] = h.any(1).astype(np.float64)
+        out[f"hr@{k}"] = np.asarray(h.any(1), dtype=np.float64)
     return out
 
 

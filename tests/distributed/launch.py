@@ -42,7 +42,12 @@ def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str
 
 
 def train(
-    bundle: Path, run_dir: Path, nproc: int, port: int, *extra: str, config: str = "configs/tiny/mf.yaml"
+    bundle: Path,
+    run_dir: Path,
+    nproc: int,
+    port: int,
+    *extra: str,
+    config: str = "configs/tiny/mf.yaml",
 ) -> subprocess.CompletedProcess[str]:
     args = ["mf", "--config", config, f"data.bundle={bundle}", f"run.dir={run_dir}", *extra]
     return run(torchrun_cmd("distrec.train", args, nproc, port))

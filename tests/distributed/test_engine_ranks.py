@@ -25,7 +25,9 @@ EXTRA = ["run.checkpoint_every=16", "run.keep_checkpoints=3"]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle(tmp_path_factory.mktemp("eng") / "b", users=200, items=120, per_user=12)
+    return write_tiny_bundle(
+        tmp_path_factory.mktemp("eng") / "b", users=200, items=120, per_user=12
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +38,18 @@ def reference(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def test_two_ranks_follow_one_rank_loss_curve(bundle: Path, reference: Path, tmp_path: Path) -> None:
+def test_two_ranks_follow_one_rank_loss_curve(
+    bundle: Path, reference: Path, tmp_path: Path
+) -> None:
     one = tmp_path / "ref1"
     train(bundle, one, 1, 29511, *EXTRA)
     a, b = losses(one), losses(reference)
     assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) > 50
     torch.testing.assert_close(
-        torch.tensor([r["loss"] for r in b]), torch.tensor([r["loss"] for r in a]), rtol=1e-4, atol=1e-5
+        torch.tensor([r["loss"] for r in b]),
+        torch.tensor([r["loss"] for r in a]),
+        rtol=1e-4,
+        atol=1e-5,
     )
     # the loss goes down: the run trains
     assert sum(r["loss"] for r in a[-10:]) < sum(r["loss"] for r in a[:10])
@@ -55,12 +62,25 @@ def test_two_ranks_follow_one_rank_loss_curve(bundle: Path, reference: Path, tmp
 def _kill_after_first_checkpoint(bundle: Path, run_dir: Path, port: int) -> None:
     cmd = torchrun_cmd(
         "distrec.train",
-        ["mf", "--config", "configs/tiny/mf.yaml", f"data.bundle={bundle}", f"run.dir={run_dir}", *EXTRA],
+        [
+            "mf",
+            "--config",
+            "configs/tiny/mf.yaml",
+            f"data.bundle={bundle}",
+            f"run.dir={run_dir}",
+            *EXTRA,
+        ],
         2,
         port,
     )
-    p = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     latest = run_dir / "checkpoints" / "latest"
     deadline = time.monotonic() + 120
     try:
@@ -83,7 +103,12 @@ def test_kill_and_resume_matches_uninterrupted(
     ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
     assert ckpts, "the killed run kept no complete checkpoint"
     # a half-written checkpoint directory is never what `latest` points to
-    assert (run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip() / "meta.json").exists()
+    assert (
+        run_dir
+        / "checkpoints"
+        / (run_dir / "checkpoints" / "latest").read_text().strip()
+        / "meta.json"
+    ).exists()
     shutil.rmtree(run_dir / "logs", ignore_errors=True)
     train(bundle, run_dir, resume_world, port + 1, *EXTRA, "--resume")
     got, want = metrics(run_dir), metrics(reference)
@@ -96,6 +121,8 @@ def test_kill_and_resume_matches_uninterrupted(
     tail = [r for r in losses(run_dir) if r["step"] > int(ckpts[0].name.split("-")[1])]
     assert tail
     torch.testing.assert_close(
-        torch.tensor([r["loss"] for r in tail]), torch.tensor([ref[r["step"]] for r in tail]),
-        rtol=1e-4, atol=1e-5,
+        torch.tensor([r["loss"] for r in tail]),
+        torch.tensor([ref[r["step"]] for r in tail]),
+        rtol=1e-4,
+        atol=1e-5,
     )

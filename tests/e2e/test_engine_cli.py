@@ -40,7 +40,9 @@ def test_run_dir_layout(trained: tuple[Path, Path]) -> None:
 def test_evaluate_equals_metrics_from_recommend_export(trained: tuple[Path, Path]) -> None:
     bundle, run_dir = trained
     ev = json.loads(
-        run([sys.executable, "-m", "distrec.evaluate", "--run", str(run_dir), "--split", "test"]).stdout
+        run(
+            [sys.executable, "-m", "distrec.evaluate", "--run", str(run_dir), "--split", "test"]
+        ).stdout
     )
     # evaluate at world 1 reproduces what the 2-rank training run measured on its best checkpoint
     for k, v in metrics(run_dir)["test"].items():
@@ -48,9 +50,14 @@ def test_evaluate_equals_metrics_from_recommend_export(trained: tuple[Path, Path
 
     out = run_dir / "top.parquet"
     k = 10
-    run(torchrun_cmd("distrec.recommend",
-                     ["--run-dir", str(run_dir), "--split", "test", "--k", str(k), "--out", str(out)],
-                     2, 29522))
+    run(
+        torchrun_cmd(
+            "distrec.recommend",
+            ["--run-dir", str(run_dir), "--split", "test", "--k", str(k), "--out", str(out)],
+            2,
+            29522,
+        )
+    )
     top = pq.read_table(out).to_pandas()
     assert list(top.columns) == ["user", "rank", "item", "score"]
     b = Bundle(bundle)
@@ -67,7 +74,9 @@ def test_evaluate_equals_metrics_from_recommend_export(trained: tuple[Path, Path
     for u, r, i in zip(top["user"], top["rank"], top["item"]):
         lists[row[uidx[u]], r - 1] = iidx[i]
     # ranks are 1..k and scores non-increasing within each user
-    assert (top.groupby("user")["score"].apply(lambda s: bool(np.all(np.diff(s.to_numpy()) <= 1e-7)))).all()
+    assert (
+        top.groupby("user")["score"].apply(lambda s: bool(np.all(np.diff(s.to_numpy()) <= 1e-7)))
+    ).all()
     # no training positive is recommended
     train_pos = b.interactions("train", b.manifest.target_behavior)
     seen = set(zip(train_pos["user"].tolist(), train_pos["item"].tolist()))

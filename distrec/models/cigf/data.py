@@ -28,7 +28,7 @@ import torch
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
 from distrec.data.interactions import InteractionData
-from distrec.data.loader import RankShard, step_rng
+from distrec.data.loader import Prefetcher, RankShard, step_rng
 from distrec.data.sampling import uniform_negatives
 from distrec.models.api import Batch, EvalQuery
 from distrec.models.cigf.graph import (
@@ -176,6 +176,26 @@ class CigfData(InteractionData):
         if self.mode == "sampled":
             tensors.update(subgraph_tensors(sub))
         return Batch(sparse={"ebc": kjt}, dense=tensors, size=int(users.shape[0]))
+
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This rank's batches of ``epoch`` from ``start_step`` on, built ``prefetch`` steps ahead
+        in a background thread (subgraph sampling included)."""
+        gen = (
+            self.build_batch(epoch, step, rows)
+            for step, rows in enumerate(self.shard.global_batches(epoch))
+            if step >= start_step
+        )
+        if self.prefetch <= 0:
+            yield from gen
+            return
+        pf = Prefetcher(gen, depth=self.prefetch)
+        self._active = pf
+        try:
+            yield from pf
+        finally:
+            pf.close()
+            self.wait_seconds += pf.wait_seconds
+            self._active = None
 
     # --------------------------------------------------------------- evaluation
     def _subgraph_batch(self, nodes: np.ndarray, key: str, rng: np.random.Generator) -> Batch:

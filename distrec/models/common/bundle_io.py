@@ -89,10 +89,14 @@ def read_graph(bundle_dir: str, name: str, num_src: int, num_dst: int) -> CsrGra
         raise BundleFormatError(f"{where}: row {row}: fields 'dst' and 'w' differ in length")
     if src.size and (src.min() < 0 or src.max() >= num_src):
         row = int(np.flatnonzero((src < 0) | (src >= num_src))[0])
-        raise BundleFormatError(f"{where}: row {row}, field 'src': {src[row]} outside [0, {num_src})")
+        raise BundleFormatError(
+            f"{where}: row {row}, field 'src': {src[row]} outside [0, {num_src})"
+        )
     check_ids(dst, num_dst, where, "dst", d_off)
     if not np.all(np.isfinite(w)) or (w < 0).any():
-        row = int(np.searchsorted(w_off, np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0], "right") - 1)
+        row = int(
+            np.searchsorted(w_off, np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0], "right") - 1
+        )
         raise BundleFormatError(f"{where}: row {row}, field 'w': weights must be finite and >= 0")
     order = np.argsort(src, kind="stable")
     lengths = np.diff(d_off)[order]

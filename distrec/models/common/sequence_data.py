@@ -63,7 +63,9 @@ class SequenceDataOptions:
     exclude_history: bool = False  # ComiRec protocol ranks every item, history included
 
 
-def epoch_global_batches(num_rows: int, global_batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+def epoch_global_batches(
+    num_rows: int, global_batch: int, seed: int, epoch: int
+) -> list[np.ndarray]:
     """Shuffled row indices of every global batch of ``epoch``; the last partial batch is dropped
     (kept when it is the only one). Independent of the world size."""
     rng = np.random.default_rng([seed, epoch, 0xB47C4])
@@ -96,7 +98,9 @@ def sample_cooc(graph: CsrGraph, anchors: np.ndarray, rng: np.random.Generator) 
     return out
 
 
-def windows(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kappa: int) -> tuple[np.ndarray, np.ndarray]:
+def windows(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kappa: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The last ``kappa`` entries of ``values[starts[b]:ends[b]]`` for every b, concatenated;
     returns (flat ids, lengths [B])."""
     lengths = np.minimum(ends - starts, kappa).astype(np.int64)
@@ -106,7 +110,9 @@ def windows(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kappa: int
     return values[idx], lengths
 
 
-def make_kjt(features: dict[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str, ...], batch: int) -> KeyedJaggedTensor:
+def make_kjt(
+    features: dict[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str, ...], batch: int
+) -> KeyedJaggedTensor:
     """KJT with ``keys`` in order; a key missing from ``features`` gets ``batch`` zero lengths."""
     vals, lens = [], []
     for k in keys:
@@ -124,7 +130,9 @@ def make_kjt(features: dict[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str
 class SequenceData(TaskData):
     """Sequence samples and ``user_holdout`` evaluation of one rank. See the module docstring."""
 
-    def __init__(self, bundle_dir: str, opts: SequenceDataOptions, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, bundle_dir: str, opts: SequenceDataOptions, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.bundle_dir = bundle_dir
         self.opts = opts
         self.rank, self.world_size = rank, world_size
@@ -148,7 +156,12 @@ class SequenceData(TaskData):
         if opts.cooc_negatives > 0:
             self.cooc = read_graph(bundle_dir, GRAPH_ITEM_COOC, self.num_items, self.num_items)
         self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
-        log.info("sequence data: %d users, %d training samples, %d items", len(lens), len(self.target_pos), self.num_items)
+        log.info(
+            "sequence data: %d users, %d training samples, %d items",
+            len(lens),
+            len(self.target_pos),
+            self.num_items,
+        )
 
     # ---------------------------------------------------------------- training
     @property
@@ -159,7 +172,9 @@ class SequenceData(TaskData):
         return len(epoch_global_batches(self.num_samples, self.global_batch, self.opts.seed, epoch))
 
     def train_batches(self, epoch: int) -> Iterator[Batch]:
-        for step, rows in enumerate(epoch_global_batches(self.num_samples, self.global_batch, self.opts.seed, epoch)):
+        for step, rows in enumerate(
+            epoch_global_batches(self.num_samples, self.global_batch, self.opts.seed, epoch)
+        ):
             yield self.train_batch(rows, epoch, step)
 
     def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
@@ -168,7 +183,11 @@ class SequenceData(TaskData):
         rng = np.random.default_rng([o.seed, epoch, step, 0x5E9])
         gb = len(global_rows)
         neg = rng.integers(0, self.num_items, size=(gb, o.num_candidates))
-        noise = rng.standard_normal((gb, o.max_len, o.noise_dim), dtype=np.float32) if o.noise_dim else None
+        noise = (
+            rng.standard_normal((gb, o.max_len, o.noise_dim), dtype=np.float32)
+            if o.noise_dim
+            else None
+        )
         sl = rank_slice(global_rows, self.rank, self.world_size)
         rows = global_rows[sl]
         b = len(rows)
@@ -222,9 +241,15 @@ class SequenceData(TaskData):
         users, in_off, in_val, t_off, t_val = self._eval_rows(split)
         o, n = self.opts, len(users)
         for step in range(self.num_eval_steps(split)):
-            global_rows = np.arange(step * o.eval_batch_size, min(n, (step + 1) * o.eval_batch_size))
+            global_rows = np.arange(
+                step * o.eval_batch_size, min(n, (step + 1) * o.eval_batch_size)
+            )
             rng = np.random.default_rng([o.seed, _EVAL_SALT.get(split, 3), step, 0xE7A1])
-            noise = rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32) if o.noise_dim else None
+            noise = (
+                rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32)
+                if o.noise_dim
+                else None
+            )
             sl = rank_slice(global_rows, self.rank, self.world_size)
             rows = global_rows[sl]
             hist, hist_len = windows(in_val, in_off[rows], in_off[rows + 1], o.max_len)
@@ -233,16 +258,24 @@ class SequenceData(TaskData):
                 # A rank without queries this step still runs the lookups (collectives): one
                 # padding query with an empty history; ids/targets stay empty so it is ignored.
                 hist_len = np.zeros(1, np.int64)
-                noise_r = None if noise_r is None else np.zeros((1, o.max_len, o.noise_dim), np.float32)
+                noise_r = (
+                    None if noise_r is None else np.zeros((1, o.max_len, o.noise_dim), np.float32)
+                )
             feats = {"hist": (hist, hist_len)}
             dense = {} if noise_r is None else {"noise": torch.from_numpy(noise_r)}
-            batch = Batch(sparse={"ec": make_kjt(feats, self.keys, len(hist_len))}, dense=dense, size=len(rows))
+            batch = Batch(
+                sparse={"ec": make_kjt(feats, self.keys, len(hist_len))},
+                dense=dense,
+                size=len(rows),
+            )
             targets = [np.unique(t_val[t_off[r] : t_off[r + 1]]).tolist() for r in rows]
             if o.exclude_history:
                 exclude = [np.unique(in_val[in_off[r] : in_off[r + 1]]).tolist() for r in rows]
             else:
                 exclude = [[] for _ in rows]
-            yield EvalQuery(batch=batch, ids=torch.from_numpy(users[rows]), targets=targets, exclude=exclude)
+            yield EvalQuery(
+                batch=batch, ids=torch.from_numpy(users[rows]), targets=targets, exclude=exclude
+            )
 
     def item_batch(self, items: torch.Tensor) -> Batch:
         ids = items.detach().cpu().numpy().astype(np.int64)
@@ -250,7 +283,9 @@ class SequenceData(TaskData):
         return Batch(sparse={"ec": make_kjt(feats, self.keys, len(ids))}, size=len(ids))
 
 
-def build_sequence_data(cfg: Any, bundle_dir: str, rank: int, world_size: int, **extra: Any) -> SequenceData:
+def build_sequence_data(
+    cfg: Any, bundle_dir: str, rank: int, world_size: int, **extra: Any
+) -> SequenceData:
     """Build from a distrec Config: ``cfg.data`` batch sizes, ``cfg.run.seed``, and the model
     section's ``max_len`` plus ``extra`` overrides (e.g. ``cooc_negatives``, ``noise_dim``)."""
     protocol = "user_holdout"

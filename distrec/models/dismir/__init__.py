@@ -35,6 +35,8 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> Sequenc
     )
 
 
-SPEC = ModelSpec(name="dismir", config_cls=DisMIRConfig, build_model=build_model, build_data=build_data)
+SPEC = ModelSpec(
+    name="dismir", config_cls=DisMIRConfig, build_model=build_model, build_data=build_data
+)
 
 __all__ = ["SPEC", "DisMIR", "DisMIRConfig", "build_data", "build_model"]

@@ -37,7 +37,9 @@ def user_interest_stats(h: np.ndarray, assign: np.ndarray, num_interests: int) -
 
 
 @torch.no_grad()
-def interest_statistics(model: DisMIR, data: SequenceData, split: str = "test", max_users: int = 100) -> dict[str, float]:
+def interest_statistics(
+    model: DisMIR, data: SequenceData, split: str = "test", max_users: int = 100
+) -> dict[str, float]:
     """Table 4 statistics averaged over the first ``max_users`` users of ``split`` with at least
     two history items (single-device model; evaluation rows in file order)."""
     model.eval()
@@ -56,4 +58,6 @@ def interest_statistics(model: DisMIR, data: SequenceData, split: str = "test", 
         if len(per_user) == max_users:
             break
     keys = ("similarity", "min", "max", "std")
-    return {k: float(np.nanmean([s[k] for s in per_user])) if per_user else float("nan") for k in keys}
+    return {
+        k: float(np.nanmean([s[k] for s in per_user])) if per_user else float("nan") for k in keys
+    }

@@ -44,4 +44,6 @@ class DisMIRConfig:
         if self.partition_weight < 0 or self.reg_weight < 0:
             raise ConfigError("model.partition_weight and model.reg_weight must be >= 0")
         if self.partition_weight > 0 and self.partition_negatives <= 0:
-            raise ConfigError("model.partition_negatives: must be positive when partition_weight > 0")
+            raise ConfigError(
+                "model.partition_negatives: must be positive when partition_weight > 0"
+            )

@@ -38,14 +38,18 @@ class CapsuleRouting(nn.Module):
         v, b = caps(h, mask, noise)   # v [B, 4, D] with |v| < 1; b [B, L, 4] rows sum to 1
     """
 
-    def __init__(self, num_interests: int, iters: int = 1, noise_std: float = 1.0, routing_grad: bool = True) -> None:
+    def __init__(
+        self, num_interests: int, iters: int = 1, noise_std: float = 1.0, routing_grad: bool = True
+    ) -> None:
         super().__init__()
         self.num_interests = num_interests
         self.iters = iters
         self.noise_std = noise_std
         self.routing_grad = routing_grad
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """h [B, L, D], mask [B, L] bool, noise [B, L, F] or None -> (v [B, F, D], b [B, L, F])."""
         bsz, length, _ = h.shape
         if noise is None:
@@ -72,14 +76,18 @@ class SelfAttentiveExtractor(nn.Module):
     h [B, L, D], mask [B, L] -> (m [B, F, D], routing A^T [B, L, F] whose columns sum to 1)
     """
 
-    def __init__(self, dim: int, num_interests: int, max_len: int, hidden: int | None = None) -> None:
+    def __init__(
+        self, dim: int, num_interests: int, max_len: int, hidden: int | None = None
+    ) -> None:
         super().__init__()
         hidden = hidden or 4 * dim
         self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.02)
         self.w1 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, num_interests, bias=False)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         length = h.shape[1]
         logits = self.w2(torch.tanh(self.w1(h + self.pos[:length])))  # [B, L, F]
         logits = logits.masked_fill(~mask.unsqueeze(-1), -1e9)
@@ -87,7 +95,9 @@ class SelfAttentiveExtractor(nn.Module):
         return torch.einsum("blf,bld->bfd", att, h), att
 
 
-def interest_weights(interests: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, readout: str) -> torch.Tensor:
+def interest_weights(
+    interests: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, readout: str
+) -> torch.Tensor:
     """Per-interest weights a [B, F] of eq. (5).
 
     ``attention``: ``a_f = softmax_f(m_f . mean(e))`` (dynamic preference, DPI);
@@ -116,7 +126,9 @@ def score_items(query: torch.Tensor, items: torch.Tensor, readout: str) -> torch
     return per.max(dim=1).values if readout == "max" else per.sum(dim=1)
 
 
-def pad_jagged(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_jagged(
+    values: torch.Tensor, lengths: torch.Tensor, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-aligned padding of jagged rows: values [nnz, D], lengths [B] -> ([B, L, D], mask [B, L])."""
     bsz = lengths.numel()
     lengths = lengths.to(torch.long).clamp_max(max_len)
@@ -126,7 +138,9 @@ def pad_jagged(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tup
     return out, mask
 
 
-def hard_negative_bpr(s_pos: torch.Tensor, s_neg: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def hard_negative_bpr(
+    s_pos: torch.Tensor, s_neg: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pairwise loss against the hardest of the candidates (paper 4.3, REMI-style):
     ``mean softplus(max_j s_neg_j - s_pos)`` = ``-mean log sigmoid(s_pos - s_hard)``.
 

@@ -51,7 +51,9 @@ def routing_variance(routing: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (diag * diag).sum(-1).mean()
 
 
-def backward_flow(interests: torch.Tensor, h: torch.Tensor, routing: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def backward_flow(
+    interests: torch.Tensor, h: torch.Tensor, routing: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """MIR-BF (Re4's backward-flow re-contrast, paper eq. 2): for every interest the
     representative item is the history item routed to it most strongly; the interest is pulled to
     it and pushed from the user's other history items. We minimise the cross-entropy

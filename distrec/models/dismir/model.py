@@ -56,7 +56,9 @@ class DisMIR(RecModel):
     tasks = ("user",)
     pipelineable = False
 
-    def __init__(self, cfg: DisMIRConfig, num_items: int, device: torch.device | None = None, l2: float = 0.0) -> None:
+    def __init__(
+        self, cfg: DisMIRConfig, num_items: int, device: torch.device | None = None, l2: float = 0.0
+    ) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -81,7 +83,9 @@ class DisMIR(RecModel):
                 cfg.num_interests, cfg.routing_iters, cfg.routing_noise_std, cfg.routing_grad
             )
         else:
-            self.extractor = SelfAttentiveExtractor(cfg.dim, cfg.num_interests, cfg.max_len).to(device)
+            self.extractor = SelfAttentiveExtractor(cfg.dim, cfg.num_interests, cfg.max_len).to(
+                device
+            )
 
     # ------------------------------------------------------------------ parts
     def interests(self, emb: dict, batch: Batch) -> tuple[torch.Tensor, ...]:

@@ -53,6 +53,8 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> IGRecDa
     )
 
 
-SPEC = ModelSpec(name="igrec", config_cls=IGRecConfig, build_model=build_model, build_data=build_data)
+SPEC = ModelSpec(
+    name="igrec", config_cls=IGRecConfig, build_model=build_model, build_data=build_data
+)
 
 __all__ = ["SPEC", "IGRec", "IGRecConfig", "IGRecData", "build_data", "build_model"]

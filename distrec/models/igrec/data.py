@@ -56,8 +56,12 @@ class IGRecData(TaskData):
         if with_interest_table:
             counts["interest"] = graphs.num_users
         self.kjt = full_table_kjt(counts)
-        self.pos_user = Csr.from_pairs(graphs.ui_user, graphs.ui_item, graphs.num_users, graphs.num_items)
-        self.pos_group = Csr.from_pairs(graphs.gi_group, graphs.gi_item, graphs.num_groups, graphs.num_items)
+        self.pos_user = Csr.from_pairs(
+            graphs.ui_user, graphs.ui_item, graphs.num_users, graphs.num_items
+        )
+        self.pos_group = Csr.from_pairs(
+            graphs.gi_group, graphs.gi_item, graphs.num_groups, graphs.num_items
+        )
 
     # ---- training ------------------------------------------------------------------------
     def num_train_steps(self, epoch: int) -> int:
@@ -124,7 +128,9 @@ class IGRecData(TaskData):
         steps = -(-len(queries) // self.eval_batch)
         for t in range(steps):
             ids = queries[t * self.eval_batch : (t + 1) * self.eval_batch][sl]
-            batch = Batch(sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(ids)}, size=len(ids))
+            batch = Batch(
+                sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(ids)}, size=len(ids)
+            )
             yield EvalQuery(
                 batch=batch,
                 ids=torch.from_numpy(ids),
@@ -133,4 +139,6 @@ class IGRecData(TaskData):
             )
 
     def item_batch(self, items: torch.Tensor) -> Batch:
-        return Batch(sparse={"ebc": self.kjt}, dense={"items": items.to(torch.int64)}, size=len(items))
+        return Batch(
+            sparse={"ebc": self.kjt}, dense={"items": items.to(torch.int64)}, size=len(items)
+        )

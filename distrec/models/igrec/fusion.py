@@ -50,7 +50,9 @@ def interest_mask(sim: torch.Tensor, threshold: float) -> torch.Tensor:
     return (sim.detach().abs() >= threshold).to(sim.dtype)
 
 
-def interest_regularizer(interests: torch.Tensor, threshold: float, *, absolute: bool) -> torch.Tensor:
+def interest_regularizer(
+    interests: torch.Tensor, threshold: float, *, absolute: bool
+) -> torch.Tensor:
     """Eq. 15 averaged over the U users given: ``mean_u sum_{p<q} m_pq Sim(i_p, i_q)``.
 
     ``absolute`` sums |Sim| (authors' code) instead of the signed Sim (paper). [U, M, D] -> [].

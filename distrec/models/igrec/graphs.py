@@ -90,7 +90,9 @@ def load_graphs(bundle_dir: str, manifest: Manifest | None = None) -> IGRecGraph
     return IGRecGraphs(nu, ni, ng, ui_user, ui_item, mg, mu, gg, gi_item)
 
 
-def read_pairs(bundle_dir: str, task: str, split: str, target_behavior: int) -> tuple[np.ndarray, np.ndarray]:
+def read_pairs(
+    bundle_dir: str, task: str, split: str, target_behavior: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique (query, item) pairs of ``split`` for the user task (target behavior) or the group
     task; empty arrays when the split's table is absent."""
     if task == "user":

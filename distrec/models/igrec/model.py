@@ -32,9 +32,7 @@ def full_table_kjt(counts: dict[str, int]) -> KeyedJaggedTensor:
     (pooled to zero rows that ``IGRec._tables`` drops)."""
     stride = max(counts.values())
     values = torch.cat([torch.arange(n, dtype=torch.int64) for n in counts.values()])
-    lengths = torch.cat(
-        [(torch.arange(stride) < n).to(torch.int32) for n in counts.values()]
-    )
+    lengths = torch.cat([(torch.arange(stride) < n).to(torch.int32) for n in counts.values()])
     return KeyedJaggedTensor.from_lengths_sync(list(counts), values, lengths)
 
 
@@ -56,7 +54,12 @@ class Readout(nn.Module):
 
 
 def lightgcn(
-    e_u: torch.Tensor, e_i: torch.Tensor, a_ui: torch.Tensor, a_iu: torch.Tensor, layers: int, combine: str
+    e_u: torch.Tensor,
+    e_i: torch.Tensor,
+    a_ui: torch.Tensor,
+    a_iu: torch.Tensor,
+    layers: int,
+    combine: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 10-11: ``e_u^{k+1} = A_ui e_i^k``, ``e_i^{k+1} = A_iu e_u^k``, layers combined by
     ``sum`` or ``mean``. e_u [U, D], e_i [I, D], a_ui sparse [U, I], a_iu sparse [I, U]."""
@@ -126,8 +129,12 @@ class IGRec(RecModel):
         i = torch.from_numpy(g.ui_item)
         w = torch.from_numpy(g.ui_weights())
         shape = (self.num_users, self.num_items)
-        self._a_ui = torch.sparse_coo_tensor(torch.stack([u, i]), w, shape, check_invariants=True).coalesce()
-        self._a_iu = torch.sparse_coo_tensor(torch.stack([i, u]), w, shape[::-1], check_invariants=True).coalesce()
+        self._a_ui = torch.sparse_coo_tensor(
+            torch.stack([u, i]), w, shape, check_invariants=True
+        ).coalesce()
+        self._a_iu = torch.sparse_coo_tensor(
+            torch.stack([i, u]), w, shape[::-1], check_invariants=True
+        ).coalesce()
         self._member_group = torch.from_numpy(g.member_group)
         self._member_user = torch.from_numpy(g.member_user)
 
@@ -175,7 +182,9 @@ class IGRec(RecModel):
             u0, e_i, self._a_ui.to(dev), self._a_iu.to(dev), self.layers, self.cfg.layer_combine
         )
         if not self.cfg.propagate_fused_users:
-            users = users + (e_hat - e_u) / (1 if self.cfg.layer_combine == "sum" else self.layers + 1)
+            users = users + (e_hat - e_u) / (
+                1 if self.cfg.layer_combine == "sum" else self.layers + 1
+            )
         group_items = e_i if self.cfg.group_item_rep == "raw" else items
         return {"user": users, "item": items, "group": e_star, "group_item": group_items}
 

@@ -1,6 +1,6 @@
 """LightGCN's data adapter: InteractionData's BPR rows plus what graph propagation needs.
 
-Batch layout (B = this rank's batch, k = negatives, S = max(rows looked up per table))::
+Batch layout (B = this rank's batch, k = negatives, S = bags per key, the same on every rank)::
 
     Batch.sparse["ebc"]: KJT keys ["user", "pos", "neg"], S bags each of 0 or 1 id:
         user = the user rows to fetch, pos = the item rows to fetch, neg = empty
@@ -12,13 +12,14 @@ Batch layout (B = this rank's batch, k = negatives, S = max(rows looked up per t
             (full: global ids; sampled: slots in the blocks' seed frontier)
         "g.*"               sampled mode only: Blocks.to_dense("g")
 
-A KJT needs the same number of bags under every key, hence the padding to S with empty bags
-(their pooled rows are zero and are sliced away by the model).
+A KJT needs the same number of bags under every key, and a row-wise sharded EBC the same number
+on every rank, hence the padding to S with empty bags (their pooled rows are zero and are sliced
+away by the model). Full mode: S = max(users, items); sampled: the largest frontier of any rank.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
 from typing import Any
 
 import numpy as np
@@ -27,18 +28,20 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle
 from distrec.data.interactions import KEYS, InteractionData
-from distrec.data.loader import step_rng
+from distrec.data.loader import rank_slice, step_rng
 from distrec.graph.adjacency import HeteroGraph, bipartite_from_bundle
-from distrec.graph.sampler import sample_blocks
-from distrec.models.api import Batch, EvalQuery
+from distrec.graph.sampler import Blocks, sample_blocks
+from distrec.models.api import Batch
 
 SAMPLE_STREAM = 1  # step_rng stream of neighbour sampling (0 is left to negatives)
 
 
-def lookup_kjt(users: torch.Tensor, items: torch.Tensor) -> KeyedJaggedTensor:
+def lookup_kjt(
+    users: torch.Tensor, items: torch.Tensor, stride: int | None = None
+) -> KeyedJaggedTensor:
     """KJT that fetches rows ``users`` [n_u] of table user and ``items`` [n_i] of table item,
-    one id per bag, padded with empty bags to S = max(n_u, n_i) bags per key."""
-    s = max(len(users), len(items))
+    one id per bag, padded with empty bags to S = max(n_u, n_i, stride) bags per key."""
+    s = max(len(users), len(items), stride or 0)
 
     def lengths(n: int) -> torch.Tensor:
         out = torch.zeros(s, dtype=torch.int64)
@@ -89,33 +92,65 @@ class LightGCNData(InteractionData):
         self._all_kjt = lookup_kjt(users, items)
         self._all_n = torch.tensor([self.num_users, self.num_items])
 
-    def payload(self, epoch: int, step: int, rows: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[override]
-        """numpy arrays of this rank's batch for global step ``step``: the BPR triples of
-        InteractionData plus, in sampled mode, the neighbourhood blocks. Runs in the prefetch
-        thread / process, so the sampling stays off the trainer's critical path."""
-        user, pos, neg = super().payload(epoch, step, rows)
-        b = user.shape[0]
-        neg = neg.reshape(b, -1)
-        if self.mode == "full":
-            return {"user_idx": user, "pos_idx": pos, "neg_idx": neg}
-        assert self.graph is not None
-        blocks = sample_blocks(
+    def _global_payload(
+        self, epoch: int, step: int, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """InteractionData's (user [G], pos [G], neg [G, k]) for the whole global batch: its own
+        payload computed by a shallow copy whose rank slice is everything."""
+        whole = copy.copy(self)
+        whole.shard = copy.copy(self.shard)
+        whole.shard.slice = slice(None)
+        user, pos, neg = InteractionData.payload(whole, epoch, step, rows)
+        return user, pos, neg.reshape(user.shape[0], -1)
+
+    def _sample(
+        self, epoch: int, step: int, user: np.ndarray, pos: np.ndarray, neg: np.ndarray
+    ) -> Blocks:
+        return sample_blocks(
             {"user": user, "item": np.concatenate([pos, neg.reshape(-1)])},
-            self.graph,
+            self.graph,  # type: ignore[arg-type]
             self.layers,
             self.fanout,
             step_rng(self.seed, epoch, step, SAMPLE_STREAM),
         )
-        fetch = blocks.input_nodes()
-        seed_item = blocks.seed_index["item"].numpy()
+
+    def payload(self, epoch: int, step: int, rows: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[override]
+        """numpy arrays of this rank's batch for global step ``step``: the BPR triples of
+        InteractionData plus, in sampled mode, the neighbourhood blocks. Runs in the prefetch
+        thread / process, so the sampling stays off the trainer's critical path.
+
+        Sampled mode pads the KJT to ``stride`` bags, the largest frontier of any rank for this
+        step: a row-wise sharded EBC exchanges pooled rows with collectives that need the same
+        batch size on every rank. Per-node samples do not depend on the batch (sample_blocks), so
+        each rank can size the other ranks' frontiers itself; that costs about one sampling of the
+        global batch, what a single rank would spend on it.
+        """
+        user, pos, neg = self._global_payload(epoch, step, rows)
+        g = user.shape[0]
+        own = rank_slice(g, self.rank, self.world_size)
+        if self.mode == "full":
+            return {"user_idx": user[own], "pos_idx": pos[own], "neg_idx": neg[own]}
+        stride, mine = 0, None
+        for r in range(self.world_size):
+            sl = rank_slice(g, r, self.world_size)
+            blocks = self._sample(epoch, step, user[sl], pos[sl], neg[sl])
+            fetch = blocks.input_nodes()
+            stride = max(stride, len(fetch["user"]), len(fetch["item"]))
+            if r == self.rank:
+                mine = blocks
+        assert mine is not None
+        b = own.stop - own.start
+        fetch = mine.input_nodes()
+        seed_item = mine.seed_index["item"].numpy()
         out = {
             "fetch.user": fetch["user"].numpy(),
             "fetch.item": fetch["item"].numpy(),
-            "user_idx": blocks.seed_index["user"].numpy(),
+            "stride": np.array([stride]),
+            "user_idx": mine.seed_index["user"].numpy(),
             "pos_idx": seed_item[:b],
             "neg_idx": seed_item[b:].reshape(b, -1),
         }
-        out.update({k: v.numpy() for k, v in blocks.to_dense("g").items()})
+        out.update({k: v.numpy() for k, v in mine.to_dense("g").items()})
         return out
 
     def to_batch(self, payload: dict[str, np.ndarray]) -> Batch:  # type: ignore[override]
@@ -126,9 +161,6 @@ class LightGCNData(InteractionData):
             dense["lookup_n"] = self._all_n
             return Batch(sparse={"ebc": self._all_kjt}, dense=dense, size=size)
         fu, fi = dense.pop("fetch.user"), dense.pop("fetch.item")
+        stride = int(dense.pop("stride")[0])
         dense["lookup_n"] = torch.tensor([len(fu), len(fi)])
-        return Batch(sparse={"ebc": lookup_kjt(fu, fi)}, dense=dense, size=size)
-
-    def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
-        """As InteractionData: KJT "user" holds the query users (the model reads their ids)."""
-        return super().eval_queries(split, task)
+        return Batch(sparse={"ebc": lookup_kjt(fu, fi, stride)}, dense=dense, size=size)

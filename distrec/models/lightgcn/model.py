@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.graph.adjacency import HeteroGraph
 from distrec.graph.propagate import Embeddings, combine_layers, propagate_blocks, propagate_full
@@ -104,7 +105,7 @@ class LightGCN(RecModel):
             self._adj = self._graph.torch_adjacency(device)
         return self._adj
 
-    def _lookup(self, kjt, lookup_n: torch.Tensor) -> Embeddings:  # noqa: ANN001 - KJT
+    def _lookup(self, kjt: KeyedJaggedTensor, lookup_n: torch.Tensor) -> Embeddings:
         """Layer-0 rows {user: [n_u, D], item: [n_i, D]} through the (sharded) EBC."""
         kt = self.ebc(kjt).to_dict()
         n_u, n_i = (int(x) for x in lookup_n.tolist())

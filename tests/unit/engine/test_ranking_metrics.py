@@ -30,7 +30,9 @@ def test_queries_without_targets_are_skipped_and_padding_never_hits() -> None:
 
 def test_perfect_ranking_scores_one() -> None:
     rng = np.random.default_rng(0)
-    targets = [rng.choice(50, size=int(rng.integers(1, 6)), replace=False).tolist() for _ in range(20)]
+    targets = [
+        rng.choice(50, size=int(rng.integers(1, 6)), replace=False).tolist() for _ in range(20)
+    ]
     topk = np.array([t + [100 + j for j in range(10 - len(t))] for t in targets])
     m = ranking_metrics(topk, targets, [10])
     assert np.allclose(m["ndcg@10"], 1.0) and np.allclose(m["recall@10"], 1.0)

@@ -36,17 +36,27 @@ def _worker(rank: int, world: int, port: int, bundle: str, out: str) -> None:
             "dismir",
             str(REPO / "configs/dismir/gowalla.yaml"),
             [
-                f"data.bundle={bundle}", "data.batch_size=32", "model.dim=8", "model.max_len=6",
-                "model.num_interests=3", "model.partition_weight=0.5", "model.partition_negatives=10",
-                "model.hard_candidates=4", "train.sparse_optimizer=sgd", "train.sparse_lr=0.5",
-                "sharding.default=row_wise", "train.l2=0",
+                f"data.bundle={bundle}",
+                "data.batch_size=32",
+                "model.dim=8",
+                "model.max_len=6",
+                "model.num_interests=3",
+                "model.partition_weight=0.5",
+                "model.partition_negatives=10",
+                "model.hard_candidates=4",
+                "train.sparse_optimizer=sgd",
+                "train.sparse_lr=0.5",
+                "sharding.default=row_wise",
+                "train.l2=0",
             ],
         )
         manifest = Manifest.load(bundle)
         model = SPEC.build_model(cfg, manifest, torch.device("meta"))
         dmp = shard_model(model, cfg, torch.device("cpu"))
         # The same start table at every world size: copy rows of one seeded table into the shards.
-        full = torch.empty(manifest.num_items, 8).uniform_(-0.3, 0.3, generator=torch.Generator().manual_seed(1))
+        full = torch.empty(manifest.num_items, 8).uniform_(
+            -0.3, 0.3, generator=torch.Generator().manual_seed(1)
+        )
         key = next(k for k in dmp.state_dict() if k.endswith("embeddings.item.weight"))
         for shard in dmp.state_dict()[key].local_shards():
             r0 = shard.metadata.shard_offsets[0]
@@ -62,7 +72,10 @@ def _worker(rank: int, world: int, port: int, bundle: str, out: str) -> None:
             t = loss.detach().clone()
             dist.all_reduce(t)
             losses.append(t.item() / world)
-        rows = {s.metadata.shard_offsets[0]: s.tensor.detach().clone() for s in dmp.state_dict()[key].local_shards()}
+        rows = {
+            s.metadata.shard_offsets[0]: s.tensor.detach().clone()
+            for s in dmp.state_dict()[key].local_shards()
+        }
         torch.save({"losses": losses, "rows": rows}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -82,7 +95,9 @@ def test_row_wise_two_ranks_match_one_rank(tmp_path: Path) -> None:
     for world, port in ((1, 29711), (2, 29712)):
         (tmp_path / f"w{world}").mkdir()
         args = (world, port, str(bundle), str(tmp_path / f"w{world}"))
-        ctxs.append(mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn"))
+        ctxs.append(
+            mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn")
+        )
     for ctx in ctxs:
         while not ctx.join():
             pass

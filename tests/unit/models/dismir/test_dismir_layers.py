@@ -17,7 +17,9 @@ from distrec.models.dismir.layers import (
 from distrec.models.dismir.losses import backward_flow, partition_loss, routing_variance
 
 
-def _history(b: int = 5, length: int = 7, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _history(
+    b: int = 5, length: int = 7, d: int = 8, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(b, length, d, generator=g)
     lengths = torch.tensor([length, 3, 1, 5, 0][:b])
@@ -57,7 +59,9 @@ def test_routing_follows_the_formula_for_one_pass() -> None:
     v0 = np_squash(np.einsum("blf,bld->bfd", b0, hn))
     b1 = softmax(c0 + np.einsum("bld,bfd->blf", hn, v0))
     np.testing.assert_allclose(b.numpy(), b1, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(v.numpy(), np_squash(np.einsum("blf,bld->bfd", b1, hn)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        v.numpy(), np_squash(np.einsum("blf,bld->bfd", b1, hn)), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_squash_keeps_norms_below_one_and_direction() -> None:
@@ -97,7 +101,9 @@ def test_interest_attention_and_scores_match_eq5() -> None:
     expected = torch.einsum("bf,bfn->bn", a, torch.einsum("bfd,nd->bfn", m, items))
     torch.testing.assert_close(score_items(q, items, "attention"), expected)
     torch.testing.assert_close(interest_weights(m, h, mask, "mean"), torch.full((4, 3), 1 / 3))
-    torch.testing.assert_close(score_items(m, items, "max"), torch.einsum("bfd,nd->bfn", m, items).max(1).values)
+    torch.testing.assert_close(
+        score_items(m, items, "max"), torch.einsum("bfd,nd->bfn", m, items).max(1).values
+    )
     # per-sample candidates agree with full ranking
     cand = items[:2].unsqueeze(0).expand(4, 2, 8)
     torch.testing.assert_close(score_items(q, cand, "attention"), expected[:, :2])

@@ -18,11 +18,23 @@ REPO = Path(__file__).resolve().parents[4]
 VARIANTS = {
     "dismir": [],
     "mir": ["model.partition_weight=0"],
-    "mir_rv": ["model.partition_weight=0", "model.regularizer=routing_variance", "model.reg_weight=0.1"],
-    "mir_bf": ["model.partition_weight=0", "model.regularizer=backward_flow", "model.reg_weight=0.1"],
+    "mir_rv": [
+        "model.partition_weight=0",
+        "model.regularizer=routing_variance",
+        "model.reg_weight=0.1",
+    ],
+    "mir_bf": [
+        "model.partition_weight=0",
+        "model.regularizer=backward_flow",
+        "model.reg_weight=0.1",
+    ],
     "wo_dpi": ["model.readout=mean"],
     "comirec_sa": ["model.backbone=self_attention", "model.readout=max"],
-    "comirec_sa_mir": ["model.backbone=self_attention", "model.readout=max", "model.partition_weight=0"],
+    "comirec_sa_mir": [
+        "model.backbone=self_attention",
+        "model.readout=max",
+        "model.partition_weight=0",
+    ],
 }
 
 
@@ -33,9 +45,16 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _setup(bundle: Path, overrides: list[str]) -> tuple[DisMIR, object]:
     base = [
-        f"data.bundle={bundle}", "data.batch_size=32", "data.eval_batch_size=8", "model.dim=16",
-        "model.max_len=6", "model.num_interests=3", "model.partition_weight=0.5",
-        "model.partition_negatives=12", "model.hard_candidates=4", "train.l2=0",
+        f"data.bundle={bundle}",
+        "data.batch_size=32",
+        "data.eval_batch_size=8",
+        "model.dim=16",
+        "model.max_len=6",
+        "model.num_interests=3",
+        "model.partition_weight=0.5",
+        "model.partition_negatives=12",
+        "model.hard_candidates=4",
+        "train.l2=0",
     ]
     cfg = load_config("dismir", str(REPO / "configs/dismir/gowalla.yaml"), base + overrides)
     torch.manual_seed(0)

@@ -23,7 +23,15 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def _opts(**kw: object) -> SequenceDataOptions:
-    base: dict[str, object] = dict(max_len=5, num_candidates=3, cooc_negatives=7, noise_dim=2, batch_size=16, eval_batch_size=4, seed=3)
+    base: dict[str, object] = dict(
+        max_len=5,
+        num_candidates=3,
+        cooc_negatives=7,
+        noise_dim=2,
+        batch_size=16,
+        eval_batch_size=4,
+        seed=3,
+    )
     base.update(kw)
     return SequenceDataOptions(**base)  # type: ignore[arg-type]
 
@@ -56,13 +64,23 @@ def test_two_ranks_see_the_global_batch_of_one_rank(bundle: Path) -> None:
     one = SequenceData(str(bundle), _opts())
     two = [SequenceData(str(bundle), _opts(), rank=r, world_size=2) for r in range(2)]
     assert one.num_train_steps(1) == two[0].num_train_steps(1) == two[1].num_train_steps(1)
-    for b1, b20, b21 in zip(one.train_batches(1), two[0].train_batches(1), two[1].train_batches(1), strict=True):
+    for b1, b20, b21 in zip(
+        one.train_batches(1), two[0].train_batches(1), two[1].train_batches(1), strict=True
+    ):
         k1, k20, k21 = (b.sparse["ec"] for b in (b1, b20, b21))
         for key in ("hist", "pos", "neg", "cooc"):
-            torch.testing.assert_close(k1[key].values(), torch.cat([k20[key].values(), k21[key].values()]))
-            torch.testing.assert_close(k1[key].lengths(), torch.cat([k20[key].lengths(), k21[key].lengths()]))
+            torch.testing.assert_close(
+                k1[key].values(), torch.cat([k20[key].values(), k21[key].values()])
+            )
+            torch.testing.assert_close(
+                k1[key].lengths(), torch.cat([k20[key].lengths(), k21[key].lengths()])
+            )
         # shared partition negatives: every rank holds the global batch's list
-        assert k1["part_neg"].values().tolist() == k20["part_neg"].values().tolist() == k21["part_neg"].values().tolist()
+        assert (
+            k1["part_neg"].values().tolist()
+            == k20["part_neg"].values().tolist()
+            == k21["part_neg"].values().tolist()
+        )
         for key in b1.dense:
             torch.testing.assert_close(b1.dense[key], torch.cat([b20.dense[key], b21.dense[key]]))
     # a different epoch reshuffles
@@ -86,14 +104,21 @@ def test_cooc_sampler_follows_the_confidence_row(bundle: Path) -> None:
 
 def test_eval_queries_cover_every_row_once_with_equal_counts_per_rank(bundle: Path) -> None:
     rows = read_table(str(bundle), "eval/user_holdout/split=test").to_pylist()
-    per_rank = [list(SequenceData(str(bundle), _opts(), r, 2).eval_queries("test")) for r in range(2)]
+    per_rank = [
+        list(SequenceData(str(bundle), _opts(), r, 2).eval_queries("test")) for r in range(2)
+    ]
     assert len(per_rank[0]) == len(per_rank[1])
     got = {}
     for queries in per_rank:
         for q in queries:
             hist = q.batch.sparse["ec"]["hist"]
             assert q.batch.sparse["ec"]["pos"].values().numel() == 0
-            for u, h, t in zip(q.ids.tolist(), torch.split(hist.values(), hist.lengths().tolist()), q.targets, strict=True):
+            for u, h, t in zip(
+                q.ids.tolist(),
+                torch.split(hist.values(), hist.lengths().tolist()),
+                q.targets,
+                strict=True,
+            ):
                 got[u] = (h.tolist(), t)
     assert got == {r["user"]: (r["input"][-5:], sorted(set(r["targets"]))) for r in rows}
 
@@ -106,7 +131,9 @@ def test_item_batch_carries_only_pos(bundle: Path) -> None:
 
 
 def test_bad_item_id_names_file_row_and_field(bundle: Path) -> None:
-    t = pa.table({"user": [0, 1], "items": [[1, 2], [3, 999]], "ts": [[0, 1], [0, 1]]}, schema=SEQUENCES)
+    t = pa.table(
+        {"user": [0, 1], "items": [[1, 2], [3, 999]], "ts": [[0, 1], [0, 1]]}, schema=SEQUENCES
+    )
     pq.write_table(t, bundle / "sequences" / "part-00000.parquet")
     with pytest.raises(BundleFormatError, match=r"sequences: row 1, field 'items': id 999"):
         SequenceData(str(bundle), _opts())

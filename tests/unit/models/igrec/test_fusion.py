@@ -64,7 +64,9 @@ def test_fuse_groups_and_users() -> None:
     torch.testing.assert_close(out[3], (e_u[3] + e_star[1]) / 2)
 
 
-@pytest.mark.parametrize("module", [SelfGating(6, 3), FullyConnected(6, 3, 1), FullyConnected(6, 3, 2)])
+@pytest.mark.parametrize(
+    "module", [SelfGating(6, 3), FullyConnected(6, 3, 1), FullyConnected(6, 3, 2)]
+)
 def test_disentanglers_shape(module: torch.nn.Module) -> None:
     out = module(torch.randn(10, 6))
     assert out.shape == (10, 3, 6)

@@ -25,7 +25,13 @@ def _setup(bundle: Path, *overrides: str) -> tuple[IGRec, object]:
     cfg = load_config(
         "igrec",
         None,
-        [f"data.bundle={bundle}", "data.batch_size=64", "model.dim=8", "graph.layers=2", *overrides],
+        [
+            f"data.bundle={bundle}",
+            "data.batch_size=64",
+            "model.dim=8",
+            "graph.layers=2",
+            *overrides,
+        ],
     )
     torch.manual_seed(0)
     model = build_model(cfg, Manifest.load(str(bundle)), torch.device("cpu"))
