@@ -38,8 +38,8 @@ demo: setup
 	$(BIN)/python -m spark_jobs.build_bundle --source synth --input $(DEMO)/raw --out $(DEMO)/bundle split=random_per_user
 	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m distrec.train lightgcn \
 	    --config configs/lightgcn/synth.yaml data.bundle=$(DEMO)/bundle run.dir=$(DEMO)/run
-	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m distrec.evaluate --run $(DEMO)/run --split test
-	$(BIN)/python -m distrec.recommend --run $(DEMO)/run --split test --k 20 --out $(DEMO)/topk.parquet
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m distrec.evaluate --run-dir $(DEMO)/run --split test
+	$(BIN)/python -m distrec.recommend --run-dir $(DEMO)/run --split test --k 20 --out $(DEMO)/topk.parquet
 	@echo "demo done: run dir $(DEMO)/run, top-K export $(DEMO)/topk.parquet"
 
 lint: setup

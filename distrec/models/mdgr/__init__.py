@@ -24,11 +24,9 @@ def build_model(cfg: Any, manifest: Manifest, device: torch.device) -> torch.nn.
 
 
 def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> Any:
-    from distrec.models.common.sequence_data import build_sequence_data
+    from distrec.models.mdgr.data import build_mdgr_data
 
-    return build_sequence_data(
-        cfg, bundle_dir, rank, world_size, num_candidates=cfg.model.num_negatives
-    )
+    return build_mdgr_data(cfg, bundle_dir, rank, world_size)
 
 
 SPEC = ModelSpec(name="mdgr", config_cls=MDGRConfig, build_model=build_model, build_data=build_data)

@@ -73,9 +73,11 @@ def sparsify_top(sim: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.T
     n = mask.sum(dim=1)
     keep = torch.ceil(gamma * n.double() ** 2 - 1e-9).long().clamp(max=n**2)  # [B]
     flat = sim.masked_fill(~pair, float("-inf")).reshape(b, -1)
-    order = flat.argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1], device=sim.device).expand(b, -1))
+    # A partial top-k instead of a full sort: only the first max(keep) ranks are needed.
+    k_max = int(keep.max()) if b else 0
+    order = torch.topk(flat, k_max, dim=1, sorted=True).indices  # [B, k_max]
+    rank = torch.full_like(flat, flat.shape[1], dtype=torch.long)
+    rank.scatter_(1, order, torch.arange(k_max, device=sim.device).expand(b, -1))
     return (rank < keep.unsqueeze(1)).reshape(b, length, length) & pair
 
 
@@ -128,9 +130,10 @@ class ClusterAttention(nn.Module):
         e = F.leaky_relu(torch.stack(scores, dim=1), 0.2)  # [B, H, L, L]
         if edge is not None:
             e = e + edge.unsqueeze(1)
-        e = e.masked_fill(~adj.unsqueeze(1), float("-inf"))
-        att = torch.softmax(e, dim=-1)
-        return torch.nan_to_num(att, nan=0.0)  # rows without neighbours (padding) -> 0
+        # Every real node has a self loop, so only padding rows are empty; a finite fill keeps
+        # their softmax defined, and the mask zeroes them.
+        e = e.masked_fill(~adj.unsqueeze(1), -1e9)
+        return torch.softmax(e, dim=-1) * adj.any(dim=-1, keepdim=True).unsqueeze(1)
 
     def forward(
         self,
