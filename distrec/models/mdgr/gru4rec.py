@@ -8,30 +8,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingConfig
-from torchrec.modules.embedding_modules import EmbeddingCollection
 
 from distrec.models.api import Batch, RecModel
-from distrec.models.common.sequence_data import FEATURES
 from distrec.models.mdgr.config import MDGRConfig
-from distrec.models.mdgr.model import _padded
+from distrec.models.mdgr.model import _padded, item_sequence_table
 
 
 class GRU4Rec(RecModel):
     def __init__(self, cfg: MDGRConfig, num_items: int, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ec = EmbeddingCollection(
-            tables=[
-                EmbeddingConfig(
-                    name="item",
-                    embedding_dim=cfg.dim,
-                    num_embeddings=num_items,
-                    feature_names=list(FEATURES),
-                )
-            ],
-            device=device,
-        )
+        self.ec = item_sequence_table(cfg.dim, num_items, device)
         self.gru = nn.GRU(cfg.dim, cfg.dim, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
 

@@ -34,6 +34,14 @@ def _padded(values: torch.Tensor, offsets: torch.Tensor, length: int) -> torch.T
     return torch.ops.fbgemm.jagged_to_padded_dense(values, [offsets], [length], 0.0)
 
 
+def item_sequence_table(dim: int, num_items: int, device: torch.device) -> EmbeddingCollection:
+    """The sharded ``item`` sequence table read by the hist/pos/neg features."""
+    config = EmbeddingConfig(
+        name="item", embedding_dim=dim, num_embeddings=num_items, feature_names=list(FEATURES)
+    )
+    return EmbeddingCollection(tables=[config], device=device)
+
+
 class InterestWeights(nn.Module):
     """Eq. 15: w_j = softplus(FFN([z_j ; 1[C_i = j] tau_i for i = 1..L])), sigmoid between layers."""
 
@@ -61,17 +69,7 @@ class MDGR(RecModel):
     def __init__(self, cfg: MDGRConfig, num_items: int, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ec = EmbeddingCollection(
-            tables=[
-                EmbeddingConfig(
-                    name="item",
-                    embedding_dim=cfg.dim,
-                    num_embeddings=num_items,
-                    feature_names=list(FEATURES),
-                )
-            ],
-            device=device,
-        )
+        self.ec = item_sequence_table(cfg.dim, num_items, device)
         time_dim = cfg.time_dim if cfg.use_time else 0
         pos_dim = cfg.pos_dim if cfg.use_pos else 0
         self.encoder = ItemEncoder(cfg.dim, time_dim, pos_dim, cfg.attn_heads, cfg.dropout)
