@@ -22,6 +22,7 @@ from distrec.models.common.bundle_io import list_column, read_table
 from distrec.models.common.sequence_data import (
     SequenceData,
     SequenceDataOptions,
+    make_kjt,
     rank_slice,
     windows,
 )
@@ -46,7 +47,12 @@ def recency_days(ts: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarra
 
 
 class MDGRData(SequenceData):
-    """SequenceData with history timestamps and the chunks protocol."""
+    """SequenceData with history timestamps and the chunks protocol.
+
+    With a ``chunks`` bundle, training follows the paper too: a sample is (training chunk c,
+    position j) for j < 50, its history the chunk's 50 inputs, its positive the chunk's j-th
+    target and its negative the chunk's j-th sampled unseen item (``eval/chunks/split=train``).
+    """
 
     def __init__(
         self, bundle_dir: str, opts: SequenceDataOptions, rank: int = 0, world_size: int = 1
@@ -58,8 +64,29 @@ class MDGRData(SequenceData):
             raise BundleFormatError(
                 f"{bundle_dir}/sequences: ts lists do not align with items lists"
             )
+        self.chunks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        if opts.protocol == "chunks":
+            self._load_train_chunks()
+
+    def _load_train_chunks(self) -> None:
+        rel = "eval/chunks/split=train"
+        where = os.path.join(self.bundle_dir, rel)
+        columns = ("input", "input_ts", "targets", "candidates")
+        table = read_table(self.bundle_dir, rel, list(columns))
+        self.chunks = {c: list_column(table, c, where) for c in columns}
+        t_off, c_off = self.chunks["targets"][0], self.chunks["candidates"][0]
+        # one sample per (chunk, j) with j below both the target and the negative count
+        per = np.minimum(np.diff(t_off), np.diff(c_off))
+        self.chunk_of = np.repeat(np.arange(len(per)), per)
+        self.chunk_pos = np.arange(len(self.chunk_of)) - np.repeat(np.cumsum(per) - per, per)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.chunk_of) if self.chunks is not None else len(self.target_pos)
 
     def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
+        if self.chunks is not None:
+            return self._chunk_batch(global_rows)
         batch = super().train_batch(global_rows, epoch, step)
         rows = global_rows[rank_slice(global_rows, self.rank, self.world_size)]
         ts, lengths = windows(
@@ -67,6 +94,23 @@ class MDGRData(SequenceData):
         )
         batch.dense["hist_days"] = torch.from_numpy(recency_days(ts, lengths, self.opts.max_len))
         return batch
+
+    def _chunk_batch(self, global_rows: np.ndarray) -> Batch:
+        assert self.chunks is not None
+        rows = global_rows[rank_slice(global_rows, self.rank, self.world_size)]
+        c, j = self.chunk_of[rows], self.chunk_pos[rows]
+        (i_off, i_val), (_, i_ts) = self.chunks["input"], self.chunks["input_ts"]
+        (t_off, t_val), (c_off, c_val) = self.chunks["targets"], self.chunks["candidates"]
+        hist, lengths = windows(i_val, i_off[c], i_off[c + 1], self.opts.max_len)
+        ts, _ = windows(i_ts, i_off[c], i_off[c + 1], self.opts.max_len)
+        b = len(rows)
+        feats = {
+            "hist": (hist, lengths),
+            "pos": (t_val[t_off[c] + j], np.ones(b, np.int64)),
+            "neg": (c_val[c_off[c] + j], np.ones(b, np.int64)),
+        }
+        dense = {"hist_days": torch.from_numpy(recency_days(ts, lengths, self.opts.max_len))}
+        return Batch(sparse={"ec": make_kjt(feats, self.keys, b)}, dense=dense, size=b)
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
         rel = f"eval/{self.opts.protocol}/split={split}"
@@ -100,7 +144,8 @@ def build_mdgr_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> MD
         )
     opts = SequenceDataOptions(
         max_len=cfg.model.max_len,
-        num_candidates=cfg.model.num_negatives,
+        # chunks: one negative per sample, the chunk's own sampled unseen item
+        num_candidates=1 if protocol == "chunks" else cfg.model.num_negatives,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
         seed=cfg.run.seed,

@@ -25,7 +25,7 @@ def _write(root: Path, users: int = 6, items: int = 40, length: int = 12) -> Non
         pa.table({"user": list(range(users)), "items": seqs, "ts": ts}, schema=SEQUENCES),
         root / "sequences" / "part-0.parquet",
     )
-    for split in ("valid", "test"):
+    for split in ("train", "valid", "test"):
         d = root / "eval" / "chunks" / f"split={split}"
         d.mkdir(parents=True)
         rows = {
@@ -87,3 +87,23 @@ def test_chunk_queries_rank_targets_among_their_negatives(tmp_path: Path) -> Non
         for t, c in zip(q.targets, q.candidates, strict=True):
             assert c[: len(t)] == t and len(c) == len(t) + 3
         assert q.batch.dense["hist_days"].shape == (len(q.targets), 5)
+
+
+def test_chunk_training_samples_pair_each_target_with_its_negative(tmp_path: Path) -> None:
+    _write(tmp_path)
+    data = _data(tmp_path)
+    # 6 chunks, each min(6 targets, 3 negatives) = 3 samples
+    assert data.num_samples == 18
+    rows = np.arange(18)
+    batch = data.train_batch(rows, epoch=0, step=0)
+    kjt = batch.sparse["ec"]
+    pos, neg = kjt["pos"].values(), kjt["neg"].values()
+    table = pa.Table.from_batches(
+        pq.read_table(tmp_path / "eval" / "chunks" / "split=train" / "part-0.parquet").to_batches()
+    )
+    targets, cands = table.column("targets").to_pylist(), table.column("candidates").to_pylist()
+    expect_pos = [targets[c][j] for c in range(6) for j in range(3)]
+    expect_neg = [cands[c][j] for c in range(6) for j in range(3)]
+    assert pos.tolist() == expect_pos and neg.tolist() == expect_neg
+    assert kjt["hist"].lengths().tolist() == [5] * 18  # the last max_len of the 6 inputs
+    assert batch.dense["hist_days"].shape == (18, 5)
