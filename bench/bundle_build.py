@@ -42,14 +42,40 @@ def bench_one(n: int, per_user: int, keep: bool) -> dict:
     raw = WORK / f"raw-{n}"
     out = WORK / f"bundle-{n}"
     if not (raw / "meta.json").exists():
-        gen = [sys.executable, "-m", "distrec.synth", "--kind", "multibehavior", "--users",
-               str(users), "--items", str(items), "--out", str(raw), "--interactions-per-user",
-               str(per_user), "--chunk-rows", "1000000", "--quiet"]
+        gen = [
+            sys.executable,
+            "-m",
+            "distrec.synth",
+            "--kind",
+            "multibehavior",
+            "--users",
+            str(users),
+            "--items",
+            str(items),
+            "--out",
+            str(raw),
+            "--interactions-per-user",
+            str(per_user),
+            "--chunk-rows",
+            "1000000",
+            "--quiet",
+        ]
         print(f"generating {n} rows: {' '.join(gen)}", flush=True)
         _run(gen, WORK / f"gen-{n}.log")
     raw_rows = sum(sum(1 for _ in open(p)) - 1 for p in sorted((raw / "events").glob("*.csv")))
-    cmd = [sys.executable, "-m", "spark_jobs.build_bundle", "--source", "synth", "--input",
-           str(raw), "--out", str(out), "--driver-memory", "2g"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spark_jobs.build_bundle",
+        "--source",
+        "synth",
+        "--input",
+        str(raw),
+        "--out",
+        str(out),
+        "--driver-memory",
+        "2g",
+    ]
     print(f"building: {' '.join(cmd)}", flush=True)
     secs = _run(cmd, WORK / f"build-{n}.log")
     m = json.loads((out / "_manifest.json").read_text())

@@ -5,11 +5,20 @@
 ``data/bundles/mafengwo`` exists. The raw files are ../shared/data/mafengwo (train + test merged).
 
     python bench/igrec_bench.py mafengwo-bundle --out data/bundles/mafengwo-igrec --seed 0
+
+``synth-bundle``: synthetic group data with planted interests and groups of exactly
+``--group-size`` members. ``memory``: a few training steps in this process and its peak RSS.
+``summarize``: mean +- std table of ``distrec.models.igrec.standalone`` JSON results.
+
+    python bench/igrec_bench.py synth-bundle --out /tmp/synth-g500 --group-size 500
+    python bench/igrec_bench.py memory --bundle /tmp/synth-g500 --member-cap 64 --steps 4
+    python bench/igrec_bench.py summarize "IGRec=/tmp/igs/t_igrec_s*.json"
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 from pathlib import Path
@@ -86,6 +95,23 @@ def mafengwo_bundle(out: Path, seed: int) -> None:
     nu = int(max(ui[:, 0].max(), mem[:, 1].max())) + 1
     ni = int(max(ui[:, 1].max(), gi[:, 1].max())) + 1
     ng = int(max(gi[:, 0].max(), mem[:, 0].max())) + 1
+    write_bundle(out, "mafengwo", str(RAW.resolve()), (nu, ni, ng), ui, gi, mem, seed)
+
+
+def write_bundle(
+    out: Path,
+    name: str,
+    source: str,
+    sizes: tuple[int, int, int],
+    ui: np.ndarray,
+    gi: np.ndarray,
+    mem: np.ndarray,
+    seed: int,
+) -> None:
+    """Write a bundle (ids, interactions, groups) from unique pairs: ui [n, 2] (user, item),
+    gi [m, 2] (group, item), mem [e, 2] (group, user); every user's and group's items split
+    80/10/10 by :func:`split_per_query`. Written to ``out.tmp`` and renamed when complete."""
+    nu, ni, ng = sizes
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tables: dict[str, TableInfo] = {}
@@ -124,8 +150,8 @@ def mafengwo_bundle(out: Path, seed: int) -> None:
     _write(tmp, "groups/members", pa.table({"group": mem[:, 0], "user": mem[:, 1]}, GROUP_MEMBERS))
     tables["groups/members"] = TableInfo("groups/members", len(mem), schema_to_json(GROUP_MEMBERS))
     Manifest(
-        name="mafengwo",
-        source=str(RAW.resolve()),
+        name=name,
+        source=source,
         counts=counts,
         behaviors=["buy"],
         split={
@@ -135,11 +161,125 @@ def mafengwo_bundle(out: Path, seed: int) -> None:
             "groups": True,
         },
         tables=tables,
-        created_by="bench/igrec_bench.py mafengwo-bundle",
+        created_by=f"bench/igrec_bench.py ({name})",
     ).write(str(tmp))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     print(f"wrote {out}: {counts}")
+
+
+def synth_bundle(
+    out: Path, users: int, items: int, groups: int, group_size: int, per_user: int, seed: int
+) -> None:
+    """Synthetic group data with planted interests: C = items // 100 clusters; a user takes 80%
+    of its ``per_user`` items from its cluster; a group of exactly ``group_size`` members takes
+    as many as it can (up to 70%) from the users of its cluster and 10 items from the cluster."""
+    if group_size > users:
+        raise ValueError(f"--group-size {group_size} exceeds --users {users}")
+    rng = np.random.default_rng(seed)
+    c = max(1, items // 100)
+    u_cl, i_cl, g_cl = rng.integers(0, c, users), np.arange(items) % c, rng.integers(0, c, groups)
+    by_cluster = [np.flatnonzero(i_cl == k) for k in range(c)]
+    users_by = [np.flatnonzero(u_cl == k) for k in range(c)]
+    n_own = rng.binomial(per_user, 0.8, users)
+    ui_rows = []
+    for u in range(users):
+        own = rng.choice(by_cluster[u_cl[u]], min(n_own[u], len(by_cluster[u_cl[u]])), False)
+        ui_rows.append(np.stack([np.full(len(own), u), own], 1))
+        ui_rows.append(
+            np.stack(
+                [np.full(per_user - n_own[u], u), rng.integers(0, items, per_user - n_own[u])], 1
+            )
+        )
+    ui = np.unique(np.concatenate(ui_rows).astype(np.int64), axis=0)
+    mem_rows, gi_rows = [], []
+    for g in range(groups):
+        pool = users_by[g_cl[g]]
+        own = rng.choice(pool, min(len(pool), int(0.7 * group_size)), replace=False)
+        rest = np.setdiff1d(np.arange(users), own)
+        other = rng.choice(rest, group_size - len(own), replace=False)
+        mem_rows.append(np.stack([np.full(group_size, g), np.concatenate([own, other])], 1))
+        its = rng.choice(by_cluster[g_cl[g]], min(10, len(by_cluster[g_cl[g]])), False)
+        gi_rows.append(np.stack([np.full(len(its), g), its], 1))
+    mem = np.unique(np.concatenate(mem_rows).astype(np.int64), axis=0)
+    gi = np.unique(np.concatenate(gi_rows).astype(np.int64), axis=0)
+    write_bundle(out, f"synth-groups-{group_size}", "synthetic", (users, items, groups), ui, gi,
+                 mem, seed)  # fmt: skip
+
+
+def memory_run(bundle: Path, member_cap: int, steps: int, batch_size: int, dim: int) -> dict:
+    """Train ``steps`` IGRec steps in this process (unsharded) and report its peak RSS."""
+    import resource
+    import time
+
+    import torch
+
+    from distrec.models.igrec.config import IGRecConfig
+    from distrec.models.igrec.data import IGRecData
+    from distrec.models.igrec.graphs import load_graphs
+    from distrec.models.igrec.model import IGRec
+
+    torch.manual_seed(0)
+    m = Manifest.load(str(bundle))
+    g = load_graphs(str(bundle), m)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    data = IGRecData(
+        str(bundle), g, target_behavior=0, batch_size=batch_size, eval_batch_size=1024,
+        num_negatives=1, rank=0, world=1, seed=0,
+    )  # fmt: skip
+    cfg = IGRecConfig(dim=dim, member_cap=member_cap)
+    model = IGRec(cfg, g, layers=2, l2=1e-4, device=torch.device("cpu"))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    times = []
+    it = data.train_batches(0)
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss, _ = model(next(it))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    sizes = np.bincount(g.member_group, minlength=g.num_groups)
+    return {
+        "bundle": str(bundle),
+        "groups": g.num_groups,
+        "group_size_mean": float(sizes.mean()),
+        "memberships": len(g.member_group),
+        "member_cap": member_cap,
+        "dim": dim,
+        "batch_size": batch_size,
+        "steps": steps,
+        "step_s_median": float(np.median(times)),
+        "rss_after_load_mb": rss0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def summarize(rows: list[str]) -> str:
+    """Markdown table of mean +- std (population std over seeds) of the test metrics at each
+    task's best validation epoch. ``rows``: ``label=glob`` of standalone JSON results."""
+    import glob
+
+    metrics = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+    lines = [
+        "| model | seeds | epochs (best user / group) | user R@5 | user R@10 | user N@5 | user N@10 "
+        "| group R@5 | group R@10 | group N@5 | group N@10 |",
+        "|---|---|---|" + "---|" * 8,
+    ]
+    for row in rows:
+        label, _, pattern = row.rpartition("=")
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise FileNotFoundError(f"{row}: no file matches {pattern}")
+        res = [json.loads(Path(f).read_text()) for f in files]
+        cells, epochs = [], []
+        for task in ("user", "group"):
+            epochs.append("/".join(str(r["best"][task]["epoch"]) for r in res))
+            for m in metrics:
+                v = np.array([r["best"][task]["test"][f"{task}/{m}"] for r in res])
+                cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v[0]:.4f}")
+        lines.append(f"| {label} | {len(res)} | {' ; '.join(epochs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,9 +290,38 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("mafengwo-bundle")
     b.add_argument("--out", type=Path, default=REPO / "data" / "bundles" / "mafengwo-igrec")
     b.add_argument("--seed", type=int, default=0)
+    sb = sub.add_parser("synth-bundle")
+    sb.add_argument("--out", type=Path, required=True)
+    sb.add_argument("--users", type=int, default=20000)
+    sb.add_argument("--items", type=int, default=2000)
+    sb.add_argument("--groups", type=int, default=200)
+    sb.add_argument("--group-size", type=int, default=500)
+    sb.add_argument("--per-user", type=int, default=20)
+    sb.add_argument("--seed", type=int, default=0)
+    mr = sub.add_parser("memory", help="peak RSS of a few training steps (one process)")
+    mr.add_argument("--bundle", type=Path, required=True)
+    mr.add_argument("--member-cap", type=int, default=64)
+    mr.add_argument("--steps", type=int, default=5)
+    mr.add_argument("--batch-size", type=int, default=8192)
+    mr.add_argument("--dim", type=int, default=64)
+    mr.add_argument("--json-out", type=Path)
+    sm = sub.add_parser("summarize", help="markdown table from standalone JSON results")
+    sm.add_argument("rows", nargs="+", help="label=glob")
     args = ap.parse_args(argv)
-    if args.cmd == "mafengwo-bundle":
+    if args.cmd == "summarize":
+        print(summarize(args.rows))
+    elif args.cmd == "mafengwo-bundle":
         mafengwo_bundle(args.out, args.seed)
+    elif args.cmd == "synth-bundle":
+        synth_bundle(
+            args.out, args.users, args.items, args.groups, args.group_size, args.per_user,
+            args.seed,
+        )  # fmt: skip
+    else:
+        res = memory_run(args.bundle, args.member_cap, args.steps, args.batch_size, args.dim)
+        print(json.dumps(res, indent=1))
+        if args.json_out:
+            args.json_out.write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ def build(
 ) -> dict[str, Any]:
     """Build one bundle; returns the summary dict (also printed by :func:`main`)."""
     opts = opts or BuildOptions()
+    # Readers key per-file facts (behavior, split) by absolute path, as Spark reports them.
+    input_dir = os.path.abspath(input_dir)
     log = Progress(quiet)
     read = get_reader(source)
     raw = read(spark, input_dir, opts)
@@ -160,7 +162,11 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
     _empty_split_dirs(w, "interactions")
     for s, n in w.split_rows("interactions").items():
         counts[f"interactions.{s}"] = n
-    for b, n in ev.groupBy("behavior").count().collect():
+    # Per-behavior counts cover every kept interaction, including held-out users' input
+    # prefixes that live only in eval/ for user-level protocols.
+    for b, n in prep.events.groupBy("behavior").count().collect():
+        if b is None:  # a reader bug, not bad input: fail loudly rather than drop rows
+            raise RuntimeError(f"{n} interactions have no behavior after indexing")
         counts[f"behavior.{raw.behaviors[b]}"] = int(n)
 
     train = ev.filter("split = 'train'")

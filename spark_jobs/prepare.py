@@ -77,14 +77,13 @@ def _id_map(raw: DataFrame) -> DataFrame:
     if len(got) <= DRIVER_INDEX_MAX:
         got.sort(key=_sort_key)
         spark = raw.sparkSession
-        return spark.createDataFrame(
-            list(zip(got, range(len(got)))), "raw_id string, idx long"
-        )
+        return spark.createDataFrame(list(zip(got, range(len(got)))), "raw_id string, idx long")
     return dense_index(
         d,
         [
-            F.when(F.col("raw_id").rlike("^[0-9]+$"), F.col("raw_id").try_cast("decimal(38,0)"))
-            .asc_nulls_last(),
+            F.when(
+                F.col("raw_id").rlike("^[0-9]+$"), F.col("raw_id").try_cast("decimal(38,0)")
+            ).asc_nulls_last(),
             F.col("raw_id"),
         ],
         "idx",

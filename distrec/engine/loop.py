@@ -25,6 +25,9 @@ from distrec.engine.runs import run_eval
 from distrec.engine.session import Session, make_metrics
 from distrec.models.api import Batch
 
+# Key under which the optimised loss joins a step's logged terms (also distrec_loss{task="total"}).
+TOTAL = "total"
+
 
 def count_lookups(batch: Batch, features: dict[str, str]) -> dict[str, int]:
     """Embedding rows looked up per table in ``batch`` (ids per KJT key, keys mapped to tables)."""
@@ -144,15 +147,20 @@ class Trainer:
         if dist.get_world_size() > 1:
             dist.all_reduce(vals, op=dist.ReduceOp.SUM)
             vals /= dist.get_world_size()
+        # Pipelined models return only their terms, which then must sum to the loss (MF does).
+        totals = vals[:, names.index(TOTAL)] if TOTAL in names else vals.sum(1)
         if self.s.env.is_main:
             with open(self.s.run_dir / "train_log.jsonl", "a") as f:
-                for (step, epoch, _), row in zip(self._pending, vals.tolist()):
-                    rec = {"step": step, "epoch": epoch, "loss": sum(row), **dict(zip(names, row))}
+                for (step, epoch, _), row, total in zip(
+                    self._pending, vals.tolist(), totals.tolist()
+                ):
+                    parts = {n: v for n, v in zip(names, row) if n != TOTAL}
+                    rec = {"step": step, "epoch": epoch, "loss": total, **parts}
                     f.write(json.dumps(rec) + "\n")
         self._pending = []
-        self._epoch_loss[0] += float(vals.sum(1).sum())
+        self._epoch_loss[0] += float(totals.sum())
         self._epoch_loss[1] += vals.shape[0]
-        return float(vals.sum(1).mean())
+        return float(totals.mean())
 
     # ------------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
@@ -208,7 +216,11 @@ class Trainer:
                 else:
                     assert s.optimizer is not None
                     batch = next(it)
-                    loss, terms = s.wrapped(batch)
+                    dev_batch = batch if s.env.device.type == "cpu" else batch.to(s.env.device)
+                    loss, terms = s.wrapped(dev_batch)
+                    # the terms are per-task/per-part values for logging (often unweighted);
+                    # the logged total is the optimised loss itself
+                    terms = {**terms, TOTAL: loss.detach()}
                     s.optimizer.zero_grad()
                     loss.backward()
                     s.optimizer.step()

@@ -8,6 +8,22 @@ import torch
 import torch.distributed as dist
 
 
+def comm_device() -> torch.device:
+    """Where collective inputs must live: CUDA for nccl, CPU for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_same(t: torch.Tensor) -> list[torch.Tensor]:
+    """All ranks' ``t`` (same shape everywhere), on ``t``'s device."""
+    dev = comm_device()
+    x = t.to(dev).contiguous()
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x)
+    return [o.to(t.device) for o in out]
+
+
 def all_gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     """Concatenate every rank's ``t`` [n_r, ...] along dim 0 (rank order); also return the n_r.
 
@@ -17,15 +33,10 @@ def all_gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     world = dist.get_world_size()
     if world == 1:
         return t, [t.shape[0]]
-    n = torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device)
-    sizes_t = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes_t, n)
-    sizes = [int(s.item()) for s in sizes_t]
-    m = max(sizes)
-    padded = torch.zeros((m, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    sizes = [int(s.item()) for s in all_gather_same(torch.tensor([t.shape[0]]))]
+    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=t.device)
     padded[: t.shape[0]] = t
-    out = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(out, padded.contiguous())
+    out = all_gather_same(padded)
     return torch.cat([o[:s] for o, s in zip(out, sizes)]), sizes
 
 
@@ -45,6 +56,10 @@ def all_gather_pairs(lists: Sequence[Sequence[int]], row_offset: int) -> torch.T
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over ranks in place (via the comm device when it is not ``t``'s)."""
     if dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        x = t.to(comm_device())
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        if x is not t:
+            t.copy_(x)
     return t

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from distrec.eval.collectives import (
     all_gather_pairs,
     all_gather_rows,
+    all_gather_same,
     all_reduce_sum,
     lists_to_pairs,
 )
@@ -60,17 +61,28 @@ def compute_item_reps(
     (sharded lookups are collectives) and a rank with nothing left looks up one dummy item."""
     per = math.ceil(num_items / world)
     steps = max(1, math.ceil(per / chunk))
+    device = _model_device(model)
     reps = []
     for s in range(steps):
         a, b = lo + s * chunk, min(lo + (s + 1) * chunk, hi)
+        ids = torch.arange(a, b) if a < b else torch.zeros(1, dtype=torch.int64)
+        r = model.item_reps(data.item_batch(ids).to(device))
         if a < b:
-            reps.append(model.item_reps(data.item_batch(torch.arange(a, b))))
-        else:
-            model.item_reps(data.item_batch(torch.zeros(1, dtype=torch.int64)))
-    if not reps:
-        dummy = model.item_reps(data.item_batch(torch.zeros(1, dtype=torch.int64)))
-        return dummy[:0]
+            reps.append(r)
+        elif not reps and s == steps - 1:
+            return r[:0]
     return torch.cat(reps)
+
+
+def _model_device(model: RecModel) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.device.type != "meta":
+            return t.device
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def _mask_pairs(mask: torch.Tensor, pairs: torch.Tensor, lo: int, hi: int, value: bool) -> None:
@@ -149,10 +161,10 @@ def _score_step(
     and per-query AUC [b]."""
     world = dist.get_world_size()
     rank = dist.get_rank()
-    qrep = model.query(q.batch, task)  # [b, ...]
+    qrep = model.query(q.batch.to(items.device), task)  # [b, ...]
     b = len(q.targets)
-    qrep = qrep[:b]
-    all_q, sizes = all_gather_rows(qrep.float())
+    # scores and masks are built on the CPU (they are [B_all, N_r] per step, not the table)
+    all_q, sizes = all_gather_rows(qrep[:b].float().cpu())
     off = sum(sizes[:rank])
     n_all, n_r = all_q.shape[0], hi - lo
     excl = all_gather_pairs(q.exclude, off)
@@ -163,7 +175,8 @@ def _score_step(
     if int(has_cand.item()):
         cand = all_gather_pairs(q.candidates or [[] for _ in range(b)], off)
     if n_r > 0:
-        scores = model.score(all_q, items.float(), task).float()  # [B_all, N_r]
+        # [B_all, N_r]
+        scores = model.score(all_q.to(items.device), items.float(), task).float().cpu()
     else:
         scores = torch.zeros((n_all, 0))
     ranked = torch.ones_like(scores, dtype=torch.bool)  # items that take part in the ranking
@@ -182,10 +195,7 @@ def _score_step(
         v, i = masked.sort(dim=1, descending=True, stable=True)
         vals[:, :k_loc], idx[:, :k_loc] = v[:, :k_loc], i[:, :k_loc] + lo
     if world > 1:
-        gv = [torch.empty_like(vals) for _ in range(world)]
-        gi = [torch.empty_like(idx) for _ in range(world)]
-        dist.all_gather(gv, vals)
-        dist.all_gather(gi, idx)
+        gv, gi = all_gather_same(vals), all_gather_same(idx)
         vals, idx = torch.cat(gv, dim=1), torch.cat(gi, dim=1)  # [B_all, K * world]
         # rank order = ascending item ranges, so a stable sort keeps ties in item-id order
         v, pos = vals.sort(dim=1, descending=True, stable=True)

@@ -122,5 +122,8 @@ def combine_layers(per_layer: list[Embeddings], weights: list[float] | None = No
         raise ValueError(f"{len(weights)} layer weights for {n} layers")
     out: Embeddings = {}
     for t in per_layer[0]:
-        out[t] = sum(w * layer[t] for w, layer in zip(weights, per_layer))  # type: ignore[misc]
+        acc = weights[0] * per_layer[0][t]
+        for w, layer in zip(weights[1:], per_layer[1:]):
+            acc = acc + w * layer[t]
+        out[t] = acc
     return out

@@ -82,8 +82,10 @@ class RecModel(nn.Module):
     """Base class of all models. Subclasses keep single-device semantics.
 
     ``forward(batch) -> (loss, losses)`` where ``losses`` maps task/term name to a detached
-    scalar for logging (``{"user": ..., "group": ..., "reg": ...}``). Returning a tuple whose first
-    element is the loss is what TrainPipelineSparseDist expects.
+    scalar for logging (``{"user": ..., "group": ..., "reg": ...}``; unweighted per-task values are
+    fine: the engine logs the returned loss itself as the total). Returning a tuple whose first
+    element is the loss is what TrainPipelineSparseDist expects; a pipelineable model's terms must
+    sum to its loss, because the pipeline hands back only the second element.
     """
 
     #: evaluation tasks; "user" ranks items for users, "group" for groups (IGRec)

@@ -93,7 +93,8 @@ def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
         schema = "struct<" + ",".join(f"`{v}`:string" for v in mapping.values()) + ">"
         df = lines.withColumn("_j", F.from_json("value", schema, {"mode": "PERMISSIVE"}))
         cols = {k: F.col("_j").getField(v) for k, v in mapping.items()}
-        count_check = (F.col("_j").isNull(), F.lit("invalid JSON"))
+        # from_json yields a struct of nulls for malformed text; parse_json tells them apart.
+        count_check = (F.try_parse_json("value").isNull(), F.lit("invalid JSON"))
     else:
         sep = {"tsv": r"\t", "text": r"\s+"}.get(fmt, None)
         if sep is None:

@@ -60,7 +60,12 @@ def write_synth(
 
 
 def table(bundle: Path, name: str) -> pa.Table:
-    return ds.dataset(os.path.join(bundle, name), format="parquet", partitioning="hive").to_table()
+    """A bundle table with hive partition columns (``split``) decoded to plain strings."""
+    t = ds.dataset(os.path.join(bundle, name), format="parquet", partitioning="hive").to_table()
+    for k, f in enumerate(t.schema):
+        if pa.types.is_dictionary(f.type):
+            t = t.set_column(k, f.name, t.column(k).cast(pa.string()))
+    return t
 
 
 def manifest(bundle: Path) -> dict:

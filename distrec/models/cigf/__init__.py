@@ -15,12 +15,16 @@ from distrec.models.registry import ModelSpec
 def build_model(cfg: Any, manifest: Any, device: torch.device) -> Cigf:
     from distrec.data.bundle import Bundle
     from distrec.models.cigf.data import resolve_behaviors
-    from distrec.models.cigf.graph import load_behavior_adjacency
+    from distrec.models.cigf.graph import load_behavior_adjacency, row_normalise
 
     behaviors = resolve_behaviors(cfg.model.behaviors, manifest.behaviors)
     adjs = None
     if cfg.graph.mode == "full":
         adjs = load_behavior_adjacency(Bundle(cfg.data.bundle), behaviors)
+        if cfg.model.norm == "left":
+            adjs = [row_normalise(a) for a in adjs]
+    elif cfg.model.norm != "symm":
+        raise ValueError("model.norm: 'left' is implemented for graph.mode=full only")
     return Cigf(
         cfg.model,
         num_users=manifest.num_users,

@@ -23,6 +23,7 @@ ATTENTION_MODES = ("node_beh_layer", "node_beh", "node_layer", "node", "global")
 HEADS = ("mesi", "bilinear", "mmoe")
 AGGREGATORS = ("lightgcn",)
 TOWERS = ("mean", "sum")
+NORMS = ("symm", "left")
 
 
 @dataclass
@@ -41,6 +42,12 @@ class CigfConfig:
     init_scale: float = 1.0  # multiplies the Xavier-uniform bound of the embedding tables
     all_behavior_epoch: bool = False  # epoch over all behaviors' pairs instead of target pairs
     sampled_eval_negatives: int = 99  # protocol 2 (MB-GMN/CIGF): 1 test item + 99 unbought
+    # The authors' code multiplies every score by ``mult`` (300) before the BPR loss: a
+    # temperature that decides how fast the loss saturates. Ranking is unaffected.
+    score_scale: float = 1.0
+    # Adjacency normalisation in full mode: "symm" = the bundle's 1/sqrt(deg_u deg_i);
+    # "left" = D^-1 A (row mean), the default of the authors' code (``--normalization left``).
+    norm: str = "symm"
 
     def validate(self) -> None:
         checks = (
@@ -48,11 +55,14 @@ class CigfConfig:
             ("head", self.head, HEADS),
             ("aggregator", self.aggregator, AGGREGATORS),
             ("tower", self.tower, TOWERS),
+            ("norm", self.norm, NORMS),
         )
         for name, value, choices in checks:
             if value not in choices:
                 raise ValueError(f"model.{name}: {value!r} is not one of {', '.join(choices)}")
         if self.heads < 1:
             raise ValueError(f"model.heads: must be >= 1, got {self.heads}")
+        if self.score_scale <= 0:
+            raise ValueError(f"model.score_scale: must be > 0, got {self.score_scale}")
         if self.embedding_dim < 1:
             raise ValueError(f"model.embedding_dim: must be >= 1, got {self.embedding_dim}")

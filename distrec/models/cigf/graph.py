@@ -46,6 +46,17 @@ def load_behavior_adjacency(bundle: Bundle, behaviors: list[str]) -> list[Csr]:
     return out
 
 
+def row_normalise(adj: Csr) -> Csr:
+    """``D^-1 A``: every non-empty row of ``adj`` [n, n] averages its neighbours (weights 1/deg).
+
+    The authors' code uses this ("left") normalisation by default; the bundle stores the
+    symmetric one, so the edge set is kept and only the weights are replaced.
+    """
+    deg = adj.degrees().astype(np.float32)
+    w = np.repeat(1.0 / np.maximum(deg, 1.0), adj.degrees()).astype(np.float32)
+    return Csr(adj.indptr, adj.indices, w, adj.num_src, adj.num_dst)
+
+
 def to_sparse(adj: Csr, device: torch.device | str = "cpu") -> torch.Tensor:
     """Coalesced COO tensor [n, n] (COO: ``torch.sparse.mm`` has a backward for the dense side)."""
     idx = torch.from_numpy(np.stack([adj.sources(), adj.indices]))

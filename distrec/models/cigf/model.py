@@ -154,7 +154,8 @@ class Cigf(RecModel):
         for k, name in enumerate(self.behaviors):
             s_pos = self.head(x, reps[:, pos[k]], k)
             s_neg = self.head(x, reps[:, neg[k]], k)
-            bpr = -(F.logsigmoid(s_pos - s_neg) * mask[k]).sum() / b
+            diff = (s_pos - s_neg) * self.cfg.score_scale  # the authors' ``mult``
+            bpr = -(F.logsigmoid(diff) * mask[k]).sum() / b
             total = total + self.loss_weights[k] * bpr
             terms[f"bpr.{name}"] = bpr.detach()
             reg = reg + ((ego[pos[k]].pow(2) + ego[neg[k]].pow(2)).sum(-1) * mask[k]).sum()

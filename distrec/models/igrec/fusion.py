@@ -14,22 +14,39 @@ def fuse_groups(e_g: torch.Tensor, i_star: torch.Tensor) -> torch.Tensor:
     return (e_g + i_star) / 2
 
 
+def user_group_pool(
+    edge_user: torch.Tensor, edge_group: torch.Tensor, num_users: int, num_groups: int
+) -> torch.Tensor:
+    """Sparse [U, G] mean-pooling matrix, ``P_ug = 1 / |G(u)|`` for every membership edge.
+
+    ``P @ e_star`` pools with memory O(E + U * D); gathering ``e_star`` per membership edge
+    would take O(E * D) (Steam-size groups give E ~ 500k edges).
+    """
+    count = torch.bincount(edge_user, minlength=num_users).to(torch.float32)
+    w = 1.0 / count.clamp(min=1)[edge_user]
+    idx = torch.stack([edge_user, edge_group])
+    shape = (num_users, num_groups)
+    return torch.sparse_coo_tensor(idx, w, shape, check_invariants=True).coalesce()
+
+
 def fuse_users(
     e_u: torch.Tensor,
     e_star: torch.Tensor,
     edge_user: torch.Tensor,
     edge_group: torch.Tensor,
+    pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 9 with mean pooling: ``e_u_hat = (e_u + mean_{g in G(u)} e*_g) / 2``.
 
     e_u [U, D] (row u = user ``u`` of the local index space), e_star [G, D], edges map local
     users to groups. A user in no group keeps ``e_u`` (the paper leaves this case open; halving
-    e_u would only shrink it). Returns [U, D].
+    e_u would only shrink it). ``pool``: the [U, G] matrix of :func:`user_group_pool` for these
+    edges, when the caller keeps it between steps. Returns [U, D].
     """
-    pooled = torch.zeros_like(e_u).index_add(0, edge_user, e_star[edge_group])
-    count = torch.bincount(edge_user, minlength=e_u.shape[0]).to(e_u.dtype).unsqueeze(1)
-    has_group = count > 0
-    mean = pooled / count.clamp(min=1)
+    if pool is None:
+        pool = user_group_pool(edge_user, edge_group, e_u.shape[0], e_star.shape[0])
+    mean = torch.sparse.mm(pool, e_star)
+    has_group = torch.bincount(edge_user, minlength=e_u.shape[0]).unsqueeze(1) > 0
     return torch.where(has_group, (e_u + mean) / 2, e_u)
 
 

@@ -22,7 +22,12 @@ from distrec.models.api import Batch, RecModel
 from distrec.models.igrec.aggregator import attention_readout, cap_members, select_interests
 from distrec.models.igrec.config import IGRecConfig
 from distrec.models.igrec.disentangler import build_disentangler
-from distrec.models.igrec.fusion import fuse_groups, fuse_users, interest_regularizer
+from distrec.models.igrec.fusion import (
+    fuse_groups,
+    fuse_users,
+    interest_regularizer,
+    user_group_pool,
+)
 from distrec.models.igrec.graphs import IGRecGraphs
 
 
@@ -137,6 +142,9 @@ class IGRec(RecModel):
         ).coalesce()
         self._member_group = torch.from_numpy(g.member_group)
         self._member_user = torch.from_numpy(g.member_user)
+        self._pool = user_group_pool(
+            self._member_user, self._member_group, self.num_users, self.num_groups
+        )
 
     # ---- representation ------------------------------------------------------------------
     def _tables(self, kjt: KeyedJaggedTensor | None) -> dict[str, torch.Tensor]:
@@ -176,7 +184,9 @@ class IGRec(RecModel):
                     readout, e_g, self.cfg.tau, hard=self.cfg.hard, noise=noise, generator=generator
                 )
         e_star = fuse_groups(e_g, i_star)
-        e_hat = fuse_users(e_u, e_star, self._member_user.to(dev), self._member_group.to(dev))
+        e_hat = fuse_users(
+            e_u, e_star, self._member_user.to(dev), self._member_group.to(dev), self._pool.to(dev)
+        )
         u0 = e_hat if self.cfg.propagate_fused_users else e_u
         users, items = lightgcn(
             u0, e_i, self._a_ui.to(dev), self._a_iu.to(dev), self.layers, self.cfg.layer_combine
