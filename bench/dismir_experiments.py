@@ -93,6 +93,9 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, object]:
         "seed": seed,
         "bundle": args.bundle,
         "set": args.set,
+        "lr": args.lr,
+        "epochs_max": args.epochs,
+        "patience": args.patience,
     }
     if args.variant == "popularity":
         rec.update(valid=popularity(data, "valid"), test=popularity(data, "test"))
@@ -119,9 +122,12 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, object]:
                 copy.deepcopy(model.state_dict()),
                 epoch,
             )
+        elif args.patience and epoch - best_epoch >= args.patience:
+            break  # early stopping: no validation gain for `patience` epochs
     model.load_state_dict(best_state)
     rec.update(
         best_epoch=best_epoch,
+        epochs_run=len(history),
         valid_history=history,
         valid=evaluate(model, data, "valid"),
         test=evaluate(model, data, "test"),
@@ -140,6 +146,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--patience", type=int, default=0, help="stop after this many epochs without a gain"
+    )
     p.add_argument("--set", nargs="*", default=[], help="extra key=value config overrides")
     p.add_argument("--out", required=True)
     args = p.parse_args()

@@ -1,12 +1,16 @@
 """Summarise bench/dismir_experiments.py JSON lines as Markdown: mean ± std over seeds.
 
+Runs are grouped by variant plus their extra ``--set`` overrides and learning rate.
+``--search`` prints one row per run with its validation metrics instead (for a grid on seed 0).
+
 python bench/dismir_summarize.py docs/results/dismir_gowalla.jsonl
+python bench/dismir_summarize.py --search docs/results/dismir_gowalla_search.jsonl
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections import defaultdict
 
 import numpy as np
@@ -15,11 +19,30 @@ METRICS = ("recall@20", "ndcg@20", "hr@20", "recall@50", "ndcg@50", "hr@50")
 TABLE4 = ("similarity", "min", "max", "std")
 
 
-def main(path: str) -> None:
+def label(r: dict) -> str:
+    """Variant name plus the overrides that distinguish runs of the same variant."""
+    extra = [s.split(".", 1)[-1] for s in r.get("set", [])]
+    if "lr" in r:
+        extra.append(f"lr={r['lr']:g}")
+    return r["variant"] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def search_table(runs: list[dict]) -> None:
+    print("| run | best epoch / epochs run | valid recall@20 | valid ndcg@20 | seconds |")
+    print("|---|---|---|---|---|")
+    for r in runs:
+        v = r["valid"]
+        ep = f"{r.get('best_epoch')} / {r.get('epochs_run', '?')}"
+        print(
+            f"| {label(r)} | {ep} | {v['recall@20']:.4f} | {v['ndcg@20']:.4f} "
+            f"| {r.get('train_seconds')} |"
+        )
+
+
+def seed_table(runs_list: list[dict]) -> None:
     runs: dict[str, list[dict]] = defaultdict(list)
-    for line in open(path):
-        r = json.loads(line)
-        runs[r["variant"]].append(r)
+    for r in runs_list:
+        runs[label(r)].append(r)
     print("| variant | seeds | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     for v, rs in runs.items():
@@ -41,5 +64,18 @@ def main(path: str) -> None:
         )
 
 
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("path")
+    p.add_argument("--search", action="store_true", help="one row per run, validation metrics")
+    args = p.parse_args()
+    with open(args.path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    if args.search:
+        search_table(runs)
+    else:
+        seed_table(runs)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

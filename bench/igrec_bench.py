@@ -272,12 +272,24 @@ def summarize(rows: list[str]) -> str:
         if not files:
             raise FileNotFoundError(f"{row}: no file matches {pattern}")
         res = [json.loads(Path(f).read_text()) for f in files]
+        # distrec.models.lightgcn.standalone results: user task only, unprefixed metric names.
+        res = [
+            r if "best" in r else {"best": {"user": {"epoch": r["epoch"], "test": {
+                f"user/{k}": v for k, v in r["test"].items()}}}}
+            for r in res
+        ]  # fmt: skip
         cells, epochs = [], []
         for task in ("user", "group"):
-            epochs.append("/".join(str(r["best"][task]["epoch"]) for r in res))
+            done = [r for r in res if task in r["best"] and "test" in r["best"][task]]
+            epochs.append("/".join(str(r["best"][task]["epoch"]) for r in done) or "-")
             for m in metrics:
-                v = np.array([r["best"][task]["test"][f"{task}/{m}"] for r in res])
-                cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v[0]:.4f}")
+                v = np.array([r["best"][task]["test"][f"{task}/{m}"] for r in done])
+                if len(v) == 0:
+                    cells.append("-")
+                elif len(v) == 1:
+                    cells.append(f"{v[0]:.4f}")
+                else:
+                    cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
         lines.append(f"| {label} | {len(res)} | {' ; '.join(epochs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -207,6 +207,47 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, users={m.num_users}, items={m.num_items}, behaviors={m.behaviors})"
 
 
+def list_column(
+    table: pa.Table, name: str, where: str | os.PathLike[str], dtype: type = np.int64
+) -> tuple[np.ndarray, np.ndarray]:
+    """List column ``name`` of ``table`` as CSR arrays: (offsets int64 [rows + 1], values
+    ``dtype`` [nnz]); row ``r`` is ``values[offsets[r]:offsets[r + 1]]``, a null list is empty.
+    ``where`` (the table's directory) names the file in errors.
+
+    Example::
+
+        off, items = list_column(b.table("sequences", ["items"]), "items", b.table_dir("sequences"))
+    """
+    if name not in table.column_names:
+        raise BundleFormatError(f"{where}: field {name!r} is missing (has {table.column_names})")
+    col = table.column(name).combine_chunks()
+    if not pa.types.is_list(col.type) and not pa.types.is_large_list(col.type):
+        raise BundleFormatError(f"{where}: field {name!r} must be a list, got {col.type}")
+    if col.null_count:
+        col = col.fill_null(pa.scalar([], type=col.type))
+    offsets = np.asarray(col.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=dtype)
+    # A sliced array carries a non-zero first offset and values outside the slice.
+    return offsets - offsets[0], values[offsets[0] : offsets[-1]]
+
+
+def check_ids(
+    values: np.ndarray,
+    upper: int,
+    where: str | os.PathLike[str],
+    field: str,
+    offsets: np.ndarray,
+) -> None:
+    """Raise :class:`BundleFormatError` naming the row of the first id of a list column (values
+    [nnz] with ``offsets`` [rows + 1], as from :func:`list_column`) outside ``[0, upper)``."""
+    bad = np.flatnonzero((values < 0) | (values >= upper))
+    if bad.size:
+        row = int(np.searchsorted(offsets, bad[0], side="right") - 1)
+        raise BundleFormatError(
+            f"{where}: row {row}, field {field!r}: id {int(values[bad[0]])} outside [0, {upper})"
+        )
+
+
 def _data_files(d: Path) -> list[Path]:
     """Parquet files under ``d`` (recursive), skipping Spark's ``_SUCCESS``/``.crc`` markers."""
     return [

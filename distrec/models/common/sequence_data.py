@@ -23,14 +23,14 @@ initial routing logits.
 
 Every random quantity is drawn for the whole *global* batch from a generator seeded with
 (seed, epoch, step) and then sliced, so a run at 2 ranks sees exactly the samples, negatives and
-noise of a run at 1 rank.
+noise of a run at 1 rank. Tables are read with :class:`distrec.data.bundle.Bundle` and batches
+cut with :mod:`distrec.data.loader` (``drop_last``: every sample of a step is a real one).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +39,11 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from distrec.data.bundle import Bundle, check_ids, list_column
+from distrec.data.csr import Csr
+from distrec.data.loader import global_batches, num_steps, rank_slice, step_rng
 from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
 from distrec.models.api import Batch, EvalQuery, TaskData
-from distrec.models.common.bundle_io import CsrGraph, check_ids, list_column, read_graph, read_table
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +65,13 @@ class SequenceDataOptions:
     exclude_history: bool = False  # ComiRec protocol ranks every item, history included
 
 
-def epoch_global_batches(
-    num_rows: int, global_batch: int, seed: int, epoch: int
-) -> list[np.ndarray]:
-    """Shuffled row indices of every global batch of ``epoch``; the last partial batch is dropped
-    (kept when it is the only one). Independent of the world size."""
-    rng = np.random.default_rng([seed, epoch, 0xB47C4])
-    perm = rng.permutation(num_rows)
-    steps = max(1, num_rows // global_batch) if num_rows else 0
-    return [perm[s * global_batch : (s + 1) * global_batch] for s in range(steps)]
+def _effective_batch(num_rows: int, global_batch: int) -> int:
+    """The last partial global batch is dropped, except when it is the only one: a data set
+    smaller than one global batch still trains, as one batch of all its rows."""
+    return min(global_batch, num_rows) if num_rows else global_batch
 
 
-def rank_slice(rows: np.ndarray, rank: int, world_size: int) -> slice:
-    """Contiguous part of a global batch for ``rank`` (sizes differ by at most one)."""
-    bounds = np.linspace(0, len(rows), world_size + 1).round().astype(np.int64)
-    return slice(int(bounds[rank]), int(bounds[rank + 1]))
-
-
-def sample_cooc(graph: CsrGraph, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def sample_cooc(graph: Csr, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One neighbour per anchor drawn with probability proportional to the edge weight
     (the multinomial M(Y_i | S_i) of Theorem 4); -1 where the anchor has no neighbour."""
     lo, hi = graph.indptr[anchors], graph.indptr[anchors + 1]
@@ -136,14 +127,15 @@ class SequenceData(TaskData):
         self.bundle_dir = bundle_dir
         self.opts = opts
         self.rank, self.world_size = rank, world_size
-        self.manifest = Manifest.load(bundle_dir)
+        self.bundle = Bundle(bundle_dir)
+        self.manifest = self.bundle.manifest
         self.num_items = self.manifest.num_items
         self.keys = FEATURES + (PARTITION_FEATURES if opts.cooc_negatives > 0 else ())
         # Equal per-rank slices keep "mean over the local batch, averaged over ranks" equal to
         # the mean over the global batch.
         self.global_batch = max(world_size, opts.batch_size // world_size * world_size)
-        where = os.path.join(bundle_dir, "sequences")
-        table = read_table(bundle_dir, "sequences", ["user", "items"])
+        where = self.bundle.table_dir("sequences")
+        table = self.bundle.table("sequences", ["user", "items"])
         self.seq_offsets, self.seq_values = list_column(table, "items", where)
         check_ids(self.seq_values, self.num_items, where, "items", self.seq_offsets)
         # Sample s predicts seq_values[target_pos[s]] from the window ending there.
@@ -152,9 +144,9 @@ class SequenceData(TaskData):
         keep = np.arange(len(self.seq_values)) > row_start  # position 0 has no history
         self.target_pos = np.flatnonzero(keep)
         self.sample_start = row_start[keep]
-        self.cooc: CsrGraph | None = None
+        self.cooc: Csr | None = None
         if opts.cooc_negatives > 0:
-            self.cooc = read_graph(bundle_dir, GRAPH_ITEM_COOC, self.num_items, self.num_items)
+            self.cooc = self.bundle.graph(GRAPH_ITEM_COOC)
         self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
         log.info(
             "sequence data: %d users, %d training samples, %d items",
@@ -169,18 +161,28 @@ class SequenceData(TaskData):
         return len(self.target_pos)
 
     def num_train_steps(self, epoch: int) -> int:
-        return len(epoch_global_batches(self.num_samples, self.global_batch, self.opts.seed, epoch))
+        n = self.num_samples
+        return num_steps(n, _effective_batch(n, self.global_batch), drop_last=True) if n else 0
+
+    def epoch_global_batches(self, epoch: int) -> list[np.ndarray]:
+        """Sample indices of every global batch of ``epoch`` (int64 [G] each); the same at any
+        world size."""
+        n = self.num_samples
+        g = _effective_batch(n, self.global_batch)
+        return global_batches(n, g, self.opts.seed, epoch, drop_last=True)
+
+    def local_slice(self, global_rows: np.ndarray) -> slice:
+        """This rank's contiguous part of a global batch (or of a global evaluation step)."""
+        return rank_slice(len(global_rows), self.rank, self.world_size)
 
     def train_batches(self, epoch: int) -> Iterator[Batch]:
-        for step, rows in enumerate(
-            epoch_global_batches(self.num_samples, self.global_batch, self.opts.seed, epoch)
-        ):
+        for step, rows in enumerate(self.epoch_global_batches(epoch)):
             yield self.train_batch(rows, epoch, step)
 
     def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
         """This rank's part of the global batch ``global_rows`` (sample indices)."""
         o = self.opts
-        rng = np.random.default_rng([o.seed, epoch, step, 0x5E9])
+        rng = step_rng(o.seed, epoch, step, 0x5E9)
         gb = len(global_rows)
         neg = rng.integers(0, self.num_items, size=(gb, o.num_candidates))
         noise = (
@@ -188,7 +190,7 @@ class SequenceData(TaskData):
             if o.noise_dim
             else None
         )
-        sl = rank_slice(global_rows, self.rank, self.world_size)
+        sl = self.local_slice(global_rows)
         rows = global_rows[sl]
         b = len(rows)
         tp = self.target_pos[rows]
@@ -218,9 +220,9 @@ class SequenceData(TaskData):
     # -------------------------------------------------------------- evaluation
     def _eval_rows(self, split: str) -> tuple[np.ndarray, ...]:
         if split not in self._eval_cache:
-            rel = f"eval/{self.opts.protocol}/split={split}"
-            where = os.path.join(self.bundle_dir, rel)
-            table = read_table(self.bundle_dir, rel, ["user", "input", "targets"])
+            name = f"eval/{self.opts.protocol}"
+            where = self.bundle.table_dir(name) / f"split={split}"
+            table = self.bundle.table(name, ["user", "input", "targets"], split=split)
             users = np.asarray(table.column("user").to_numpy(), dtype=np.int64)
             in_off, in_val = list_column(table, "input", where)
             t_off, t_val = list_column(table, "targets", where)
@@ -244,13 +246,13 @@ class SequenceData(TaskData):
             global_rows = np.arange(
                 step * o.eval_batch_size, min(n, (step + 1) * o.eval_batch_size)
             )
-            rng = np.random.default_rng([o.seed, _EVAL_SALT.get(split, 3), step, 0xE7A1])
+            rng = step_rng(o.seed, _EVAL_SALT.get(split, 3), step, 0xE7A1)
             noise = (
                 rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32)
                 if o.noise_dim
                 else None
             )
-            sl = rank_slice(global_rows, self.rank, self.world_size)
+            sl = self.local_slice(global_rows)
             rows = global_rows[sl]
             hist, hist_len = windows(in_val, in_off[rows], in_off[rows + 1], o.max_len)
             noise_r = None if noise is None else np.ascontiguousarray(noise[sl])

@@ -17,14 +17,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 
 import torch
 
 from distrec.data.schema import Manifest
-from distrec.metrics.ranking import ranking_metrics
+from distrec.engine.standalone import (
+    KS,
+    eval_due,
+    full_ranking_means,
+    log_epoch,
+    model_in_eval,
+    train_epoch,
+)
 from distrec.models.igrec.config import IGRecConfig
 from distrec.models.igrec.data import IGRecData
 from distrec.models.igrec.graphs import load_graphs
@@ -37,23 +43,16 @@ TASKS = ("user", "group")
 def evaluate(model: IGRec, data: IGRecData, split: str, ks: list[int]) -> dict[str, float]:
     """``{task/metric: mean}`` over the queries of both tasks with items in ``split``; full
     ranking over all items, excluding train positives (and valid ones for test)."""
-    model.eval()
-    model.prepare_eval()
-    items = model.item_reps(data.item_batch(torch.arange(data.g.num_items)))  # [N, 2D]
     out: dict[str, float] = {}
-    for task in TASKS:
-        sums: dict[str, float] = {}
-        count = 0
-        for q in data.eval_queries(split, task):
-            scores = model.score(model.query(q.batch, task), items, task)  # [B, N]
-            for b, ex in enumerate(q.exclude):
-                scores[b, torch.as_tensor(ex, dtype=torch.int64)] = -math.inf
-            top = scores.topk(max(ks), dim=1).indices.numpy()
-            for name, v in ranking_metrics(top, q.targets, ks).items():
-                sums[name] = sums.get(name, 0.0) + float(v.sum())
-            count += sum(1 for t in q.targets if len(t))
-        out.update({f"{task}/{k}": v / max(count, 1) for k, v in sums.items()})
-    model.train()
+    with model_in_eval(model):
+        items = model.item_reps(data.item_batch(torch.arange(data.g.num_items)))  # [N, 2D]
+        for task in TASKS:
+            means = full_ranking_means(
+                data.eval_queries(split, task),
+                lambda batch, task=task: model.score(model.query(batch, task), items, task),
+                ks,
+            )
+            out.update({f"{task}/{k}": v for k, v in means.items()})
     return out
 
 
@@ -105,26 +104,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )  # fmt: skip
     model = IGRec(cfg, graphs, layers=a.layers, l2=a.l2, device=torch.device("cpu"), seed=a.seed)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-    ks = [5, 10, 20]
+    ks = KS
     best: dict[str, dict[str, object]] = {t: {"valid": -1.0} for t in TASKS}
     curve: list[dict[str, float]] = []
     stale, t0 = 0, time.time()
     for epoch in range(a.epochs):
-        tot, n = 0.0, 0
-        for batch in data.train_batches(epoch):
-            loss, _ = model(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot, n = tot + loss.item(), n + 1
-        if (epoch + 1) % a.eval_every and epoch + 1 != a.epochs:
+        loss = train_epoch(model, data.train_batches(epoch), opt)
+        if not eval_due(epoch, a.eval_every, a.epochs):
             continue
         valid = evaluate(model, data, "valid", ks)
-        curve.append({"epoch": epoch + 1, "loss": tot / max(n, 1), **valid})
-        line = f"epoch {epoch + 1} loss {tot / max(n, 1):.4f} valid " + " ".join(
-            f"{k}={v:.4f}" for k, v in valid.items() if k.endswith("@10") and "hr" not in k
-        )
-        print(f"{line} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+        curve.append({"epoch": epoch + 1, "loss": loss, **valid})
+        log_epoch(epoch + 1, loss, valid, t0, lambda k: k.endswith("@10") and "hr" not in k)
         improved = False
         test: dict[str, float] | None = None
         for task in TASKS:

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import sys
 import time
 
 import torch
 
 from distrec.data.bundle import Bundle
+from distrec.engine.standalone import (
+    KS,
+    eval_due,
+    full_ranking_means,
+    log_epoch,
+    model_in_eval,
+    train_epoch,
+)
 from distrec.graph.adjacency import bipartite_from_bundle
-from distrec.metrics.ranking import ranking_metrics
 from distrec.models.lightgcn.data import LightGCNData
 from distrec.models.lightgcn.model import LightGCN, LightGCNConfig
 
@@ -60,23 +65,11 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:  # no
 @torch.no_grad()
 def evaluate(model: LightGCN, data: LightGCNData, split: str, ks: list[int]) -> dict[str, float]:
     """Full ranking over all items, excluding train positives (and valid ones for test)."""
-    model.eval()
-    model.prepare_eval()
-    items = model.item_reps(data.item_batch(torch.arange(data.num_items)))  # [N, D]
-    sums: dict[str, float] = {}
-    count = 0
-    for q in data.eval_queries(split):
-        if not len(q.targets):
-            continue
-        scores = model.query(q.batch) @ items.T  # [B, N]
-        for b, ex in enumerate(q.exclude):
-            scores[b, torch.as_tensor(ex, dtype=torch.int64)] = -math.inf
-        top = scores.topk(max(ks), dim=1).indices.numpy()
-        for name, v in ranking_metrics(top, q.targets, ks).items():
-            sums[name] = sums.get(name, 0.0) + float(v.sum())
-        count += sum(1 for t in q.targets if len(t))
-    model.train()
-    return {k: v / max(count, 1) for k, v in sums.items()}
+    with model_in_eval(model):
+        items = model.item_reps(data.item_batch(torch.arange(data.num_items)))  # [N, D]
+        return full_ranking_means(
+            data.eval_queries(split), lambda batch: model.query(batch) @ items.T, ks
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -106,24 +99,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )  # fmt: skip
     model = LightGCN(LightGCNConfig(dim=a.dim), graph, layers=a.layers, l2=a.l2)
     opt = make_optimizer(a.optimizer, model.parameters(), a.lr)
-    ks = [5, 10, 20]
+    ks = KS
     best: dict[str, object] = {"valid": {"ndcg@10": -1.0}}
     stale, t0 = 0, time.time()
     for epoch in range(a.epochs):
-        tot, n = 0.0, 0
-        for batch in data.train_batches(epoch):
-            loss, _ = model(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot, n = tot + loss.item(), n + 1
-        if (epoch + 1) % a.eval_every and epoch + 1 != a.epochs:
+        loss = train_epoch(model, data.train_batches(epoch), opt)
+        if not eval_due(epoch, a.eval_every, a.epochs):
             continue
         valid = evaluate(model, data, "valid", ks)
-        line = f"epoch {epoch + 1} loss {tot / max(n, 1):.4f} valid " + " ".join(
-            f"{k}={v:.4f}" for k, v in valid.items() if k.endswith("@10")
-        )
-        print(f"{line} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+        log_epoch(epoch + 1, loss, valid, t0, lambda k: k.endswith("@10"))
         if valid["ndcg@10"] > best["valid"]["ndcg@10"]:  # type: ignore[index]
             best = {"epoch": epoch + 1, "valid": valid, "test": evaluate(model, data, "test", ks)}
             stale = 0

@@ -9,21 +9,19 @@ bundles (Amazon Beauty, shared with DisMIR) rank the full item table.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
+from distrec.data.bundle import list_column
 from distrec.data.schema import BundleFormatError, Manifest
 from distrec.models.api import Batch, EvalQuery
-from distrec.models.common.bundle_io import list_column, read_table
 from distrec.models.common.sequence_data import (
     SequenceData,
     SequenceDataOptions,
     make_kjt,
-    rank_slice,
     windows,
 )
 
@@ -58,21 +56,22 @@ class MDGRData(SequenceData):
         self, bundle_dir: str, opts: SequenceDataOptions, rank: int = 0, world_size: int = 1
     ) -> None:
         super().__init__(bundle_dir, opts, rank, world_size)
-        table = read_table(bundle_dir, "sequences", ["user", "items", "ts"])
-        off, self.seq_ts = list_column(table, "ts", os.path.join(bundle_dir, "sequences"))
+        where = self.bundle.table_dir("sequences")
+        table = self.bundle.table("sequences", ["user", "items", "ts"])
+        off, self.seq_ts = list_column(table, "ts", where)
         if not np.array_equal(off, self.seq_offsets):
+            row = int(np.flatnonzero(np.diff(off) != np.diff(self.seq_offsets))[0])
             raise BundleFormatError(
-                f"{bundle_dir}/sequences: ts lists do not align with items lists"
+                f"{where}: row {row}, field 'ts': ts list does not align with the items list"
             )
         self.chunks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         if opts.protocol == "chunks":
             self._load_train_chunks()
 
     def _load_train_chunks(self) -> None:
-        rel = "eval/chunks/split=train"
-        where = os.path.join(self.bundle_dir, rel)
+        where = self.bundle.table_dir("eval/chunks") / "split=train"
         columns = ("input", "input_ts", "targets", "candidates")
-        table = read_table(self.bundle_dir, rel, list(columns))
+        table = self.bundle.table("eval/chunks", list(columns), split="train")
         self.chunks = {c: list_column(table, c, where) for c in columns}
         t_off, c_off = self.chunks["targets"][0], self.chunks["candidates"][0]
         # one sample per (chunk, j) with j below both the target and the negative count
@@ -88,7 +87,7 @@ class MDGRData(SequenceData):
         if self.chunks is not None:
             return self._chunk_batch(global_rows)
         batch = super().train_batch(global_rows, epoch, step)
-        rows = global_rows[rank_slice(global_rows, self.rank, self.world_size)]
+        rows = global_rows[self.local_slice(global_rows)]
         ts, lengths = windows(
             self.seq_ts, self.sample_start[rows], self.target_pos[rows], self.opts.max_len
         )
@@ -97,7 +96,7 @@ class MDGRData(SequenceData):
 
     def _chunk_batch(self, global_rows: np.ndarray) -> Batch:
         assert self.chunks is not None
-        rows = global_rows[rank_slice(global_rows, self.rank, self.world_size)]
+        rows = global_rows[self.local_slice(global_rows)]
         c, j = self.chunk_of[rows], self.chunk_pos[rows]
         (i_off, i_val), (_, i_ts) = self.chunks["input"], self.chunks["input_ts"]
         (t_off, t_val), (c_off, c_val) = self.chunks["targets"], self.chunks["candidates"]
@@ -113,15 +112,15 @@ class MDGRData(SequenceData):
         return Batch(sparse={"ec": make_kjt(feats, self.keys, b)}, dense=dense, size=b)
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
-        rel = f"eval/{self.opts.protocol}/split={split}"
-        table = read_table(self.bundle_dir, rel, ["input", "input_ts", "candidates"])
-        where = os.path.join(self.bundle_dir, rel)
+        name = f"eval/{self.opts.protocol}"
+        table = self.bundle.table(name, ["input", "input_ts", "candidates"], split=split)
+        where = self.bundle.table_dir(name) / f"split={split}"
         in_off, in_ts = list_column(table, "input_ts", where)
         c_off, c_val = list_column(table, "candidates", where)
         n, step_size = table.num_rows, self.opts.eval_batch_size
         for step, q in enumerate(super().eval_queries(split, task)):
             global_rows = np.arange(step * step_size, min(n, (step + 1) * step_size))
-            rows = global_rows[rank_slice(global_rows, self.rank, self.world_size)]
+            rows = global_rows[self.local_slice(global_rows)]
             ts, lengths = windows(in_ts, in_off[rows], in_off[rows + 1], self.opts.max_len)
             q.batch.dense["hist_days"] = torch.from_numpy(
                 recency_days(ts, lengths, self.opts.max_len)

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from distrec.data.bundle import Bundle
 from distrec.data.schema import SEQUENCES, BundleFormatError
-from distrec.models.common.bundle_io import read_graph, read_table
 from distrec.models.common.sequence_data import SequenceData, SequenceDataOptions, sample_cooc
 from tests.unit.models.dismir.seq_bundle import write_seq_bundle
 
@@ -37,7 +37,7 @@ def _opts(**kw: object) -> SequenceDataOptions:
 
 
 def _sequences(bundle: Path) -> list[list[int]]:
-    return read_table(str(bundle), "sequences").column("items").to_pylist()
+    return Bundle(bundle).table("sequences").column("items").to_pylist()
 
 
 def test_training_windows_are_the_last_kappa_items_before_the_target(bundle: Path) -> None:
@@ -90,7 +90,8 @@ def test_two_ranks_see_the_global_batch_of_one_rank(bundle: Path) -> None:
 
 
 def test_cooc_sampler_follows_the_confidence_row(bundle: Path) -> None:
-    g = read_graph(str(bundle), "item_cooc", 48, 48)
+    g = Bundle(bundle).graph("item_cooc")
+    assert (g.num_src, g.num_dst) == (48, 48)
     anchor = int(np.argmax(np.diff(g.indptr)))
     nbrs, w = g.row(anchor)
     draws = sample_cooc(g, np.full(40_000, anchor), np.random.default_rng(0))
@@ -103,7 +104,7 @@ def test_cooc_sampler_follows_the_confidence_row(bundle: Path) -> None:
 
 
 def test_eval_queries_cover_every_row_once_with_equal_counts_per_rank(bundle: Path) -> None:
-    rows = read_table(str(bundle), "eval/user_holdout/split=test").to_pylist()
+    rows = Bundle(bundle).eval_rows("user_holdout", "test").to_pylist()
     per_rank = [
         list(SequenceData(str(bundle), _opts(), r, 2).eval_queries("test")) for r in range(2)
     ]
@@ -137,3 +138,16 @@ def test_bad_item_id_names_file_row_and_field(bundle: Path) -> None:
     pq.write_table(t, bundle / "sequences" / "part-00000.parquet")
     with pytest.raises(BundleFormatError, match=r"sequences: row 1, field 'items': id 999"):
         SequenceData(str(bundle), _opts())
+
+
+def test_epoch_drops_the_partial_batch_unless_it_is_the_only_one(bundle: Path) -> None:
+    data = SequenceData(str(bundle), _opts(cooc_negatives=0, noise_dim=0))
+    n = data.num_samples
+    batches = data.epoch_global_batches(2)
+    assert len(batches) == data.num_train_steps(2) == n // 16
+    rows = np.concatenate(batches)
+    assert all(len(b) == 16 for b in batches) and len(np.unique(rows)) == len(rows)
+    # a data set smaller than one global batch trains as one batch of every sample
+    big = SequenceData(str(bundle), _opts(batch_size=4 * n), rank=1, world_size=2)
+    (only,) = big.epoch_global_batches(0)
+    assert big.num_train_steps(0) == 1 and sorted(only.tolist()) == list(range(n))

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[4]
-WORKER = Path(__file__).with_name("dist_worker.py")
+from tests.helpers.torchrun import run_session_worker
 
 
 def _run(world: int, port: int, out: Path, bundle: Path, tmp: Path, extra: list[str]) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     overrides = [
         f"data.bundle={bundle}",
         "data.batch_size=64",
@@ -26,13 +21,7 @@ def _run(world: int, port: int, out: Path, bundle: Path, tmp: Path, extra: list[
         f"run.dir={tmp / f'run{world}'}",
         *extra,
     ]
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
-        "--master_addr=127.0.0.1", f"--master_port={port}", str(WORKER), str(out), *overrides,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return torch.load(out)
+    return run_session_worker("igrec", world, port, out, "cache", overrides)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,71 @@
+"""A torchrun worker shared by the models' 2-rank-vs-1-rank tests: build the engine's session
+(DMP over the configured plan, fused sparse optimizer), train two epochs, record the global loss
+of every step, then save what the test compares (rank 0 writes ``OUT.pt``).
+
+Usage: torchrun --nproc_per_node=W session_worker.py MODEL OUT.pt CAPTURE key=value ...
+
+CAPTURE names what is saved besides ``losses``:
+
+* ``cache``: ``model._cache["user"]`` and ``["group"]`` after ``prepare_eval`` (IGRec's
+  propagated representations);
+* ``query_reps``: ``ids`` and ``reps`` of the first ``valid`` query batch, gathered from every
+  rank (CIGF).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from distrec.distributed.env import destroy_distributed
+from distrec.engine.session import build_session
+
+
+def _cache(s: Any) -> dict[str, torch.Tensor]:
+    return {"user": s.model._cache["user"], "group": s.model._cache["group"]}
+
+
+def _query_reps(s: Any) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        q = next(iter(s.data.eval_queries("valid")))
+        reps = s.model.query(q.batch)  # [B_r, ...]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (q.ids, reps))  # a collective: every rank calls it
+    return {"ids": torch.cat([g[0] for g in gathered]), "reps": torch.cat([g[1] for g in gathered])}
+
+
+CAPTURES: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
+    "cache": _cache,
+    "query_reps": _query_reps,
+}
+
+
+def main(model: str, out: str, capture: str, overrides: list[str]) -> None:
+    torch.set_num_threads(1)
+    s = build_session(model, overrides=overrides, write_config=False)
+    losses = []
+    for epoch in range(2):
+        for batch in s.data.train_batches(epoch):
+            loss, _ = s.wrapped(batch)
+            s.optimizer.zero_grad()
+            loss.backward()
+            s.optimizer.step()
+            # Rank losses are means over equal-sized slices: their mean is the global loss.
+            g = loss.detach().clone()
+            dist.all_reduce(g)
+            losses.append(float(g) / dist.get_world_size())
+    s.wrapped.eval()
+    with torch.no_grad():
+        s.model.prepare_eval()
+    saved = CAPTURES[capture](s)
+    if s.env.rank == 0:
+        torch.save({"losses": losses, **saved}, out)
+    destroy_distributed()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
