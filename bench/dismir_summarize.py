@@ -22,7 +22,7 @@ TABLE4 = ("similarity", "min", "max", "std")
 def label(r: dict) -> str:
     """Variant name plus the overrides that distinguish runs of the same variant."""
     extra = [s.split(".", 1)[-1] for s in r.get("set", [])]
-    if "lr" in r:
+    if "lr" in r and r["variant"] != "popularity":
         extra.append(f"lr={r['lr']:g}")
     return r["variant"] + (f" ({', '.join(extra)})" if extra else "")
 

@@ -33,7 +33,9 @@ def test_mafengwo_random_per_user(spark, tmp_path_factory):
     assert m["split"]["protocol"] == "random_per_user"
     inter = table(out, "interactions")
     assert inter.num_rows == 38011 + 1754  # train + test, no duplicate pairs
-    splits = {s: inter.filter(pc.equal(inter.column("split"), s)) for s in ("train", "valid", "test")}
+    splits = {
+        s: inter.filter(pc.equal(inter.column("split"), s)) for s in ("train", "valid", "test")
+    }
     p = {s: _pairs(t) for s, t in splits.items()}
     assert (
         not (p["train"] & p["test"])
@@ -70,7 +72,15 @@ def test_jd_given_split_without_union_leak(spark, tmp_path_factory):
     m = manifest(out)
     c = m["counts"]
     assert m["behaviors"] == ["pv", "fav", "buy"]
-    assert (c["users"], c["items"]) == (10690, 13072)
+    # SOURCE.md's 13,072 distinct items include the `union` file; 14 items occur only there
+    # (in its leaked extra pairs), so a bundle that ignores `union` has fewer.
+    d = data_dir("jd_vcgae")
+    items = set()
+    for f in ("trn_pv", "trn_fav", "trn_buy", "vld_buy", "tst_buy"):
+        items |= {ln.split()[1] for ln in (d / f).read_text().splitlines() if ln.strip()}
+    union_items = {ln.split()[1] for ln in (d / "union").read_text().splitlines() if ln.strip()}
+    assert len(items | union_items) == 13072
+    assert (c["users"], c["items"]) == (10690, len(items))
     assert (c["behavior.pv"], c["behavior.fav"]) == (217977, 7380)
     assert c["behavior.buy"] == 60967 + 5892 + 5013
     assert (c["interactions.valid"], c["interactions.test"]) == (5892, 5013)

@@ -37,6 +37,7 @@ class BehaviorAttention(nn.Module):
         heads: int = 1,
         mode: str = "node_beh_layer",
         slope: float = 0.2,
+        bias_init: float = 0.0,
     ) -> None:
         super().__init__()
         self.k = num_behaviors
@@ -53,7 +54,7 @@ class BehaviorAttention(nn.Module):
             self.alpha = nn.Parameter(torch.full((maps, heads, num_behaviors), 1.0 / heads))
         else:
             self.weight = nn.Parameter(torch.empty(maps, heads * num_behaviors, dim))
-            self.bias = nn.Parameter(torch.zeros(maps, heads * num_behaviors))
+            self.bias = nn.Parameter(torch.full((maps, heads * num_behaviors), bias_init))
             bound = (6.0 / (dim + heads * num_behaviors)) ** 0.5  # Xavier, as the paper's init
             nn.init.uniform_(self.weight, -bound, bound)
 

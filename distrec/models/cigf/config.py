@@ -33,6 +33,9 @@ class CigfConfig:
     cigcn: bool = True  # False: behavior-specific graphs used directly (A^k)^l ("w/o CIGCN")
     attention: str = "node_beh_layer"  # paper eq. 9 and Table 4
     heads: int = 1  # H attention heads (A.1 uses 1)
+    # Initial bias b of eq. 9. 0 (the authors' code) makes every alpha start near 0 with small
+    # embeddings, i.e. every hop after the first starts switched off; 1 starts as the plain sum.
+    attention_bias: float = 0.0
     leaky_slope: float = 0.2  # LeakyReLU of the attention (eq. 9); TF's default slope
     aggregator: str = "lightgcn"  # the paper's best (Fig. 6); the only one implemented
     head: str = "mesi"  # mesi | bilinear | mmoe

@@ -163,7 +163,11 @@ class CigfData(InteractionData):
                 self.fanout,
                 step_rng(self.seed, epoch, step, _SAMPLE_STREAM + self.rank),
             )
-            kjt, n_nodes = node_kjt(sub.nodes[sub.nodes < m], sub.nodes[sub.nodes >= m] - m)
+            kjt, n_nodes = node_kjt(
+                sub.nodes[sub.nodes < m],
+                sub.nodes[sub.nodes >= m] - m,
+                self.sampled_stride(self.batch_size * (1 + 2 * len(self.model_behaviors))),
+            )
             # masked slots point at node 0 of the subgraph; their loss terms are multiplied by 0
             dense = {
                 "user": sub.local(users),
@@ -197,12 +201,29 @@ class CigfData(InteractionData):
             self.wait_seconds += pf.wait_seconds
             self._active = None
 
+    def sampled_stride(self, seeds: int) -> int:
+        """Bag count of a sampled-mode lookup, the same on every rank: an upper bound on the
+        users / items an L-hop neighbourhood of ``seeds`` nodes can reach under the fanout caps
+        (capped by the table sizes). Ranks sample different subgraphs; equal strides keep the
+        row-wise sharded lookup's collectives the same size everywhere."""
+        cap = max(self.num_users, self.num_items)
+        if not self.fanout or any(f <= 0 for f in self.fanout):
+            return cap  # unlimited fanout: no bound below the tables
+        reach, frontier = seeds, seeds
+        for depth in range(self.layers):  # as sample_subgraph: the last fanout repeats
+            frontier *= self.fanout[min(depth, len(self.fanout) - 1)] * len(self.model_behaviors)
+            reach += frontier
+            if reach >= cap:
+                return cap
+        return int(reach)
+
     # --------------------------------------------------------------- evaluation
     def _subgraph_batch(self, nodes: np.ndarray, key: str, rng: np.random.Generator) -> Batch:
         """Sampled-mode evaluation batch: ``nodes`` [B] global node ids and their neighbourhood."""
         m = self.num_users
         sub = sample_subgraph(self.adjs or [], nodes, self.layers, self.fanout, rng)
-        kjt, n_nodes = node_kjt(sub.nodes[sub.nodes < m], sub.nodes[sub.nodes >= m] - m)
+        stride = self.sampled_stride(max(self.eval_batch_size, self.num_items))
+        kjt, n_nodes = node_kjt(sub.nodes[sub.nodes < m], sub.nodes[sub.nodes >= m] - m, stride)
         dense = subgraph_tensors(sub)
         dense["n_nodes"] = n_nodes
         dense["nodes"] = torch.from_numpy(sub.local(nodes))

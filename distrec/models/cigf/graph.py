@@ -66,7 +66,9 @@ def to_sparse(adj: Csr, device: torch.device | str = "cpu") -> torch.Tensor:
     ).coalesce()
 
 
-def node_kjt(users: np.ndarray, items: np.ndarray) -> tuple[KeyedJaggedTensor, torch.Tensor]:
+def node_kjt(
+    users: np.ndarray, items: np.ndarray, stride: int = 0
+) -> tuple[KeyedJaggedTensor, torch.Tensor]:
     """Lookup of ``users`` [U_u] (key ``user``) and ``items`` [U_i] (key ``pos``), one id per bag.
 
     A KJT has one stride for all keys, so the shorter key is padded with empty bags (they pool
@@ -75,7 +77,9 @@ def node_kjt(users: np.ndarray, items: np.ndarray) -> tuple[KeyedJaggedTensor, t
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     nu, ni = users.shape[0], items.shape[0]
-    stride = max(nu, ni)
+    # ``stride`` pads every rank to the same bag count: row-wise sharded pooling exchanges
+    # [stride, F*D] blocks between ranks, and gloo's all-gather (its backward) needs equal sizes
+    stride = max(nu, ni, stride)
     lengths = np.zeros(3 * stride, dtype=np.int64)  # keys user, pos, neg (neg always empty)
     lengths[:nu] = 1
     lengths[stride : stride + ni] = 1

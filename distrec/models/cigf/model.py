@@ -96,7 +96,9 @@ class Cigf(RecModel):
         )
         dense_dev = None if device is None or device.type == "meta" else device
         self.attention = (
-            BehaviorAttention(d, self.k, layers, cfg.heads, cfg.attention, cfg.leaky_slope)
+            BehaviorAttention(
+                d, self.k, layers, cfg.heads, cfg.attention, cfg.leaky_slope, cfg.attention_bias
+            )
             if cfg.cigcn
             else None
         )

@@ -88,3 +88,31 @@ def test_ngcf_ndcg_uses_the_hits_as_ideal() -> None:
     assert res["ngcf_ndcg@5"] == pytest.approx(0.5 * (1 / np.log2(4)))
     ideal = sum(1 / np.log2(r + 2) for r in range(4))
     assert res["ndcg@5"] == pytest.approx(0.5 * (1 / np.log2(4)) / ideal)
+
+
+def test_attention_bias_sets_the_starting_mix() -> None:
+    from distrec.models.cigf.attention import BehaviorAttention
+
+    ego = torch.zeros(7, 4)  # zero embeddings: alpha = LeakyReLU(b) exactly
+    for b, want in ((0.0, 0.0), (1.0, 1.0)):
+        att = BehaviorAttention(4, 3, layers=3, bias_init=b)
+        torch.testing.assert_close(att(ego), torch.full((3, 2, 7, 3), want))
+
+
+def test_sampled_lookup_stride_is_equal_on_every_rank(bundle: Path) -> None:
+    # ranks sample different subgraphs; the row-wise sharded lookup needs equal KJT strides
+    strides = set()
+    for rank in range(2):
+        cfg = load_config(
+            "cigf",
+            None,
+            [f"data.bundle={bundle}", "data.batch_size=4", "data.prefetch=0", "graph.layers=2",
+             "graph.mode=sampled", "graph.fanout=[1]", "model.embedding_dim=4"],
+        )  # fmt: skip
+        data = build_data(cfg, str(bundle), rank, 2)
+        for b in data.train_batches(0):
+            kjt = b.sparse["ebc"]
+            nu, ni = (int(v) for v in b.dense["n_nodes"])
+            assert kjt.stride() >= max(nu, ni)
+            strides.add(kjt.stride())
+    assert len(strides) == 1
