@@ -124,6 +124,9 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
     log(f"read {rej['rows_in']} rows, rejected {rej['rows']} ({rej['share']:.3%})")
     _write_rejects(spark, w, frames, raw.empty_files)
 
+    def good_events(df: DataFrame) -> DataFrame:
+        return df.filter(F.col("reason").isNull()).drop(*REJECT_COLS)
+
     def good(df: DataFrame | None) -> DataFrame | None:
         if df is None:
             return None
@@ -131,7 +134,7 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
 
     min_user = opts.chunk_size if protocol == "chunks" else 0
     prep = prepare(
-        good(raw.events),
+        good_events(raw.events),
         good(raw.members),
         good(raw.group_items),
         raw.behaviors,

@@ -226,7 +226,7 @@ def list_column(
     if col.null_count:
         col = col.fill_null(pa.scalar([], type=col.type))
     offsets = np.asarray(col.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
-    values = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=dtype)
+    values: np.ndarray = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=dtype)
     # A sliced array carries a non-zero first offset and values outside the slice.
     return offsets - offsets[0], values[offsets[0] : offsets[-1]]
 

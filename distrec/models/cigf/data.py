@@ -157,7 +157,7 @@ class CigfData(InteractionData):
         else:
             seeds = np.concatenate([users, pos[mask > 0] + m, neg[mask > 0] + m])
             sub = sample_subgraph(
-                self.adjs,
+                self.adjs or [],
                 seeds,
                 self.layers,
                 self.fanout,

@@ -120,7 +120,7 @@ class SharedMmoe(nn.Module):
 
 def build_head(
     kind: str, dim: int, num_behaviors: int, gate_per_task: bool, tower: str
-) -> nn.Module:
+) -> Mesi | Bilinear | SharedMmoe:
     if kind == "mesi":
         return Mesi(dim, num_behaviors, gate_per_task, tower)
     if kind == "bilinear":

@@ -226,7 +226,7 @@ class IGRec(RecModel):
         if self.l2 > 0:
             rows = [t["user"][users], t["item"][pos], t["item"][neg].flatten(0, 1)]
             rows += [t["group"][groups], t["item"][gpos], t["item"][gneg].flatten(0, 1)]
-            l2 = sum(x.pow(2).sum() for x in rows) / (2 * n_user)
+            l2 = torch.stack([x.pow(2).sum() for x in rows]).sum() / (2 * n_user)
             loss = loss + self.l2 * l2
             parts["l2"] = l2.detach()
         return loss, parts

@@ -31,6 +31,7 @@ from distrec.engine.standalone import (
     model_in_eval,
     train_epoch,
 )
+from distrec.models.api import Batch
 from distrec.models.igrec.config import IGRecConfig
 from distrec.models.igrec.data import IGRecData
 from distrec.models.igrec.graphs import load_graphs
@@ -47,11 +48,11 @@ def evaluate(model: IGRec, data: IGRecData, split: str, ks: list[int]) -> dict[s
     with model_in_eval(model):
         items = model.item_reps(data.item_batch(torch.arange(data.g.num_items)))  # [N, 2D]
         for task in TASKS:
-            means = full_ranking_means(
-                data.eval_queries(split, task),
-                lambda batch, task=task: model.score(model.query(batch, task), items, task),
-                ks,
-            )
+
+            def score(batch: Batch, task: str = task) -> torch.Tensor:
+                return model.score(model.query(batch, task), items, task)
+
+            means = full_ranking_means(data.eval_queries(split, task), score, ks)
             out.update({f"{task}/{k}": v for k, v in means.items()})
     return out
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         b = best[task]
         if "test" in b:
             print(f"best {task} epoch {b['epoch']} test " + " ".join(
-                f"{k}={v:.4f}" for k, v in b["test"].items()  # type: ignore[union-attr]
+                f"{k}={v:.4f}" for k, v in b["test"].items()  # type: ignore[attr-defined]
                 if k.split("/")[1] in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
             ), file=sys.stderr)  # fmt: skip
     if a.json_out:
