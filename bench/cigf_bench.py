@@ -6,6 +6,11 @@ Writes a synthetic 4-behavior bundle (view, cart, fav, buy: a purchase funnel, e
 ``--per-user`` buys and more upper-funnel events; ``tests/helpers/bundles.write_tiny_bundle``),
 then runs ``bench/train_bench.py`` (the real engine under torchrun, gloo) for each mode and
 moves its JSON to ``bench/results/cigf_<mode>_<R>r.json`` with the bundle's size added.
+``--writer fast`` writes the bundle with ``bench/cigf_synth.py`` instead (vectorised, same
+schema and funnel shape; the only practical writer at 10^6 users):
+
+    python bench/cigf_bench.py --writer fast --users 1000000 --items 50000 --per-user 3 \
+        --steps 5 --warmup 1 --suffix _1m
 Full mode propagates over the whole graph every step (its cost grows with the graph, not the
 batch); sampled mode propagates over each batch's ``--fanout``-capped neighbourhood.
 """
@@ -38,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fanout", default="10,5", help="sampled mode: neighbours per behavior per hop")
     p.add_argument("--port", type=int, default=29620)
     p.add_argument("--bundle", help="reuse this bundle instead of writing one")
+    p.add_argument("--writer", choices=["tiny", "fast"], default="tiny", help="bundle writer")
+    p.add_argument("--extra", type=int, default=1, help="--writer fast: upper-funnel extras")
+    p.add_argument("--suffix", default="", help="result files cigf_<mode>_<R>r<suffix>.json")
     p.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     a = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -45,7 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cigf_bench_") as tmp:
         bundle = Path(a.bundle) if a.bundle else Path(tmp) / "bundle"
-        if not a.bundle:
+        if not a.bundle and a.writer == "fast":
+            sys.path.insert(0, str(REPO / "bench"))
+            from cigf_synth import write_synth_bundle
+
+            t0 = time.perf_counter()
+            write_synth_bundle(
+                bundle, users=a.users, items=a.items, per_user=a.per_user, extra=a.extra
+            )
+            print(f"bundle written in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        elif not a.bundle:
             from tests.helpers.bundles import write_tiny_bundle
 
             t0 = time.perf_counter()
@@ -81,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in a.ranks:
                 src = res_dir / f"train_cigf_{r}r.json"
                 rec = json.loads(src.read_text())
-                rec.update(mode=mode, bundle_counts=counts, behaviors=list(BEHAVIORS))
+                rec.update(
+                    mode=mode, bundle_counts=counts, behaviors=list(BEHAVIORS), writer=a.writer
+                )
                 rec["command"] = "python bench/cigf_bench.py " + " ".join(argv or sys.argv[1:])
-                dst = out_dir / f"cigf_{mode}_{r}r.json"
+                dst = out_dir / f"cigf_{mode}_{r}r{a.suffix}.json"
                 dst.write_text(json.dumps(rec, indent=2) + "\n")
                 print(f"wrote {dst}", file=sys.stderr)
     return 0

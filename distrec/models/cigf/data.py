@@ -28,7 +28,7 @@ import torch
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
 from distrec.data.interactions import InteractionData
-from distrec.data.loader import Prefetcher, RankShard, step_rng
+from distrec.data.loader import Prefetcher, RankShard, rank_slice, step_rng
 from distrec.data.sampling import uniform_negatives
 from distrec.models.api import Batch, EvalQuery
 from distrec.models.cigf.graph import (
@@ -148,26 +148,16 @@ class CigfData(InteractionData):
                 pos[j, has] = csr.indices[np.minimum(pick[has], csr.nnz - 1)]
             neg[j] = uniform_negatives(users, self.num_items, 1, csr, rng)[:, 0]
             mask[j] = has
+        m = self.num_users
+        if self.mode == "sampled":
+            sub, stride = self._sampled_subgraph(epoch, step, users, pos, neg, mask)
         sl = self.shard.slice
         users, pos, neg, mask = users[sl], pos[:, sl], neg[:, sl], mask[:, sl]
-        m = self.num_users
         if self.mode == "full":
             kjt, n_nodes = node_kjt(np.arange(m), np.arange(self.num_items))
             dense = {"user": users, "pos": pos + m, "neg": neg + m}
         else:
-            seeds = np.concatenate([users, pos[mask > 0] + m, neg[mask > 0] + m])
-            sub = sample_subgraph(
-                self.adjs or [],
-                seeds,
-                self.layers,
-                self.fanout,
-                step_rng(self.seed, epoch, step, _SAMPLE_STREAM + self.rank),
-            )
-            kjt, n_nodes = node_kjt(
-                sub.nodes[sub.nodes < m],
-                sub.nodes[sub.nodes >= m] - m,
-                self.sampled_stride(self.batch_size * (1 + 2 * len(self.model_behaviors))),
-            )
+            kjt, n_nodes = node_kjt(sub.nodes[sub.nodes < m], sub.nodes[sub.nodes >= m] - m, stride)
             # masked slots point at node 0 of the subgraph; their loss terms are multiplied by 0
             dense = {
                 "user": sub.local(users),
@@ -180,6 +170,40 @@ class CigfData(InteractionData):
         if self.mode == "sampled":
             tensors.update(subgraph_tensors(sub))
         return Batch(sparse={"ebc": kjt}, dense=tensors, size=int(users.shape[0]))
+
+    def _sampled_subgraph(
+        self,
+        epoch: int,
+        step: int,
+        users: np.ndarray,
+        pos: np.ndarray,
+        neg: np.ndarray,
+        mask: np.ndarray,
+    ) -> tuple[Any, int]:
+        """This rank's neighbourhood of global step ``step`` and the lookup stride of the step.
+
+        ``users`` [G], ``pos`` / ``neg`` / ``mask`` [K, G] are the whole global batch (the same on
+        every rank). Ranks sample different subgraphs, and the row-wise sharded lookup exchanges
+        ``[stride, .]`` blocks that must be equal everywhere, so every rank also samples the other
+        ranks' subgraphs (same per-rank rng streams, hence the same nodes) and pads to the largest
+        user or item count among them. That costs ``world_size`` samplings per step (in the
+        prefetch thread) instead of padding every lookup to :meth:`sampled_stride`'s worst-case
+        bound, which reaches the table size at 10^6 users (2,048 x 9 seeds x 40 x 20 nodes) and
+        made each sampled step fetch and exchange every row of the tables.
+        """
+        m = self.num_users
+        mine, stride = None, 1
+        for r in range(self.world_size):
+            sl = rank_slice(self.shard.global_batch, r, self.world_size)
+            u, p, n, k = users[sl], pos[:, sl], neg[:, sl], mask[:, sl]
+            seeds = np.concatenate([u, p[k > 0] + m, n[k > 0] + m])
+            rng = step_rng(self.seed, epoch, step, _SAMPLE_STREAM + r)
+            sub = sample_subgraph(self.adjs or [], seeds, self.layers, self.fanout, rng)
+            n_users = int((sub.nodes < m).sum())
+            stride = max(stride, n_users, int(sub.nodes.shape[0]) - n_users)
+            if r == self.rank:
+                mine = sub
+        return mine, stride
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """This rank's batches of ``epoch`` from ``start_step`` on, built ``prefetch`` steps ahead
@@ -202,9 +226,10 @@ class CigfData(InteractionData):
             self._active = None
 
     def sampled_stride(self, seeds: int) -> int:
-        """Bag count of a sampled-mode lookup, the same on every rank: an upper bound on the
-        users / items an L-hop neighbourhood of ``seeds`` nodes can reach under the fanout caps
-        (capped by the table sizes). Ranks sample different subgraphs; equal strides keep the
+        """Bag count of a sampled-mode *evaluation* lookup, the same on every rank: an upper bound
+        on the users / items an L-hop neighbourhood of ``seeds`` nodes can reach under the fanout
+        caps (capped by the table sizes; training uses the exact per-step maximum instead, see
+        :meth:`_sampled_subgraph`). Ranks sample different subgraphs; equal strides keep the
         row-wise sharded lookup's collectives the same size everywhere."""
         cap = max(self.num_users, self.num_items)
         if not self.fanout or any(f <= 0 for f in self.fanout):
