@@ -9,6 +9,7 @@ bundles (Amazon Beauty, shared with DisMIR) rank the full item table.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from distrec.models.common.sequence_data import (
 
 SECONDS_PER_DAY = 86400.0
 PROTOCOLS = ("user_holdout", "chunks")
+log = logging.getLogger(__name__)
 
 
 def recency_days(ts: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
@@ -78,6 +80,10 @@ class MDGRData(SequenceData):
         per = np.minimum(np.diff(t_off), np.diff(c_off))
         self.chunk_of = np.repeat(np.arange(len(per)), per)
         self.chunk_pos = np.arange(len(self.chunk_of)) - np.repeat(np.cumsum(per) - per, per)
+        # (the "training samples" of SequenceData's log line are sliding windows; these are used)
+        log.info(
+            "chunks protocol: %d training chunks, %d training samples", len(per), self.num_samples
+        )
 
     @property
     def num_samples(self) -> int:
