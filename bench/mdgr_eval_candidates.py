@@ -60,7 +60,12 @@ def evaluate_run(run: str, splits: list[str], k: int) -> dict:
         items = compute_item_reps(model, data, 0, n, 4096, n, 1).float()  # [N, D]
         for split in splits:
             t0 = time.perf_counter()
-            per = {"free_auc": [], "aware_auc": [], "free_recall": [], "aware_recall": []}
+            per: dict[str, list[float]] = {
+                "free_auc": [],
+                "aware_auc": [],
+                "free_recall": [],
+                "aware_recall": [],
+            }
             for q in data.eval_queries(split):
                 qrep = model.query(q.batch)
                 assert q.candidates is not None, "chunks protocol bundles only"
@@ -77,7 +82,7 @@ def evaluate_run(run: str, splits: list[str], k: int) -> dict:
                         a, r = _metrics(sc, len(t), k)
                         per[f"{kind}_auc"].append(a)
                         per[f"{kind}_recall"].append(r)
-            res = {key: float(np.mean(v)) for key, v in per.items()}
+            res: dict[str, object] = {key: float(np.mean(v)) for key, v in per.items()}
             res["queries"] = len(per["free_auc"])
             res["seconds"] = time.perf_counter() - t0
             res["per_query_free_auc"] = per["free_auc"]
