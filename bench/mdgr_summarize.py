@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--metrics", nargs="+", default=["auc", "recall@50", "ndcg@50"])
     p.add_argument("--curve-metric", default="auc")
+    p.add_argument(
+        "--candidates",
+        nargs="*",
+        default=[],
+        help="bench/mdgr_eval_candidates.py outputs: add the paired per-query comparison",
+    )
     args = p.parse_args(argv)
     found: dict[str, dict[int, dict]] = {}
     for v in VARIANTS:
@@ -72,7 +79,38 @@ def main(argv: list[str] | None = None) -> int:
             xs = [r["valid"][e]["valid"][cm] for r in runs.values() if len(r["valid"]) > e]
             row.append(f"{statistics.mean(xs):.4f}" if xs else "-")
         print(f"| {VARIANTS[v]} | " + " | ".join(row) + " |")
+    if args.candidates:
+        paired(args.candidates)
     return 0
+
+
+def paired(files: list[str]) -> None:
+    """MDGR minus each other variant, test AUC per query (same queries, same seed), averaged
+    over the seeds both have: mean difference and its standard error over the queries."""
+    import numpy as np
+
+    per: dict[tuple[str, int], np.ndarray] = {}
+    for f in files:
+        for r in json.loads(Path(f).read_text())["runs"]:
+            m = re.fullmatch(r"mdgr-[^-]+-(\w+)-s(\d+)", Path(r["run"]).name)
+            if m:  # runs named like the table's (others, e.g. *-pre0976838, are skipped)
+                per[(m[1], int(m[2]))] = np.array(r["test"]["per_query_free_auc"])
+    print()
+    print("Paired per-query test AUC, MDGR minus variant (engine scoring; mean over the seeds")
+    print("both have, then mean and standard error over the queries):")
+    print()
+    print("| variant | seeds | mean diff | s.e. over queries | queries MDGR better / worse |")
+    print("|---|---|---|---|---|")
+    for v in ("dgc", "w", "gru4rec"):
+        seeds = sorted(s for (vv, s) in per if vv == v and ("mdgr", s) in per)
+        if not seeds:
+            continue
+        d = np.mean([per[("mdgr", s)] - per[(v, s)] for s in seeds], axis=0)
+        se = d.std(ddof=1) / np.sqrt(len(d))
+        print(
+            f"| {VARIANTS[v]} | {','.join(map(str, seeds))} | {d.mean():+.4f} | {se:.4f} | "
+            f"{int((d > 0).sum())} / {int((d < 0).sum())} |"
+        )
 
 
 if __name__ == "__main__":
