@@ -174,7 +174,9 @@ def _score_step(
     cand = None
     if int(has_cand.item()):
         cand = all_gather_pairs(q.candidates or [[] for _ in range(b)], off)
-    if n_r > 0:
+    if n_r > 0 and cand is not None and getattr(model, "target_aware_candidates", False):
+        scores = _candidate_scores(model, all_q.to(items.device), items, cand, tgt, lo, hi, task)
+    elif n_r > 0:
         # [B_all, N_r]
         scores = model.score(all_q.to(items.device), items.float(), task).float().cpu()
     else:
@@ -204,6 +206,41 @@ def _score_step(
     mine = slice(off, off + b)
     auc = _auc(scores, ranked, tgt, lo, hi, n_all)[mine]
     return idx[mine].numpy(), vals[mine].numpy(), auc
+
+
+def _candidate_scores(
+    model: RecModel,
+    all_q: torch.Tensor,
+    items: torch.Tensor,
+    cand: torch.Tensor,
+    tgt: torch.Tensor,
+    lo: int,
+    hi: int,
+    task: str,
+) -> torch.Tensor:
+    """Scores [B_all, N_r] from ``model.score_candidates`` on each query's own candidates and
+    targets that lie in [lo, hi); every other entry is -inf (it is masked out of the ranking
+    anyway). For models whose candidate score depends on the candidate (target-aware MDGR),
+    scoring the whole slice with ``score`` would be a different model."""
+    n_all, n_r = all_q.shape[0], hi - lo
+    scores = torch.full((n_all, n_r), float("-inf"))
+    pairs = torch.cat([cand, tgt])
+    pairs = pairs[(pairs[:, 1] >= lo) & (pairs[:, 1] < hi)]
+    if pairs.numel() == 0:
+        return scores
+    pairs = torch.unique(pairs, dim=0)  # sorted by row, then item
+    rows, cols = pairs[:, 0], pairs[:, 1] - lo
+    counts = torch.bincount(rows, minlength=n_all)
+    width = int(counts.max())
+    # position of each pair inside its row's padded candidate list
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(len(rows)) - starts[rows]
+    local = torch.zeros((n_all, width), dtype=torch.int64)  # padding scores item lo, discarded
+    local[rows, pos] = cols
+    cand_reps = items.float()[local.to(items.device)]  # [B_all, C, ...]
+    s = model.score_candidates(all_q, cand_reps, task).float().cpu()  # [B_all, C]
+    scores[rows, cols] = s[rows, pos]
+    return scores
 
 
 def _auc(

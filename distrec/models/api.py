@@ -92,6 +92,9 @@ class RecModel(nn.Module):
     tasks: tuple[str, ...] = ("user",)
     #: whether forward is fx-traceable for TrainPipelineSparseDist
     pipelineable: bool = False
+    #: whether ``score_candidates`` is not just ``score`` restricted to the candidates (MDGR's
+    #: target-aware clustering); sampled-candidate evaluation then calls ``score_candidates``
+    target_aware_candidates: bool = False
 
     def forward(
         self, batch: Batch

@@ -66,6 +66,8 @@ class MDGR(RecModel):
     loss, parts = model(batch)
     """
 
+    target_aware_candidates = True  # eq. 11 clusters per candidate: sampled eval must use it
+
     def __init__(self, cfg: MDGRConfig, num_items: int, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
@@ -180,10 +182,9 @@ class MDGR(RecModel):
         """Target-aware scoring, faithful to eq. 11: one DGC pass per (sequence, candidate).
         query [B, L, D+2], items [B, C, D] -> [B, C]; pairs are processed in chunks.
 
-        Used by training (:meth:`forward`) and by ``bench/mdgr_eval_candidates.py``. The engine's
-        evaluation (``distrec.eval.ranking``) calls :meth:`score` over the item table and masks
-        to the candidates, sampled protocols included, so the reported metrics are target-free;
-        on the ml-100k checkpoints the two agree to within 1e-4 AUC (docs/results/mdgr.md)."""
+        Used by training (:meth:`forward`) and, since ``target_aware_candidates`` is set, by the
+        engine's sampled-candidate evaluation (``distrec.eval.ranking``); full ranking uses
+        :meth:`score`."""
         phi, mask, days = self._unpack(query)
         b, c, d = items.shape
         out = []
@@ -200,8 +201,7 @@ class MDGR(RecModel):
     def score(self, query: torch.Tensor, items: torch.Tensor, task: str = "user") -> torch.Tensor:
         """Full ranking [B, N]. Running the target-aware clustering once per item of a large
         catalogue is out of reach, so the query vector of eq. 11 is the mean of the encoded
-        history here (target-free). The engine uses this for sampled protocols too (it masks
-        the full scores to the candidates); see :meth:`score_candidates`."""
+        history here (target-free). Sampled protocols go through :meth:`score_candidates`."""
         phi, mask, days = self._unpack(query)
         mean = (phi * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         z, w, present = self._logits(phi, mask, days, mean)
