@@ -5,7 +5,9 @@ Per evaluation step (one query batch per rank):
 1. every rank computes its queries' representations, and they are all-gathered ([B_all, ...]);
 2. every rank scores all B_all queries against its own slice of the item table
    ([B_all, N_r], N_r = items in [lo_r, hi_r)), masks each query's excluded items (and, for
-   sampled protocols, every item outside its candidate list), keeps a local top-K;
+   sampled protocols, every item outside its candidate list; a model whose candidate score
+   depends on the candidate, ``target_aware_candidates``, is scored through
+   ``score_candidates`` on its candidates only), keeps a local top-K;
 3. the local top-K lists are all-gathered and merged (K * world values per query), so no rank
    ever holds the whole item table or the whole score matrix;
 4. AUC: target scores are summed over ranks (each target lives in one slice), each rank counts
