@@ -63,14 +63,16 @@ class _Data(TaskData):
         return Batch(dense={"ids": items})
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(
+    rank: int, world: int, port: int, out: str, model_cls: type = _Model, data_cls: type = _Data
+) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     users, items, targets, exclude, _ = _problem()
     res = evaluate_split(
-        _Model(users, items),
-        _Data(targets, exclude, rank, world),
+        model_cls(users, items),
+        data_cls(targets, exclude, rank, world),
         "test",
         num_items=N,
         ks=KS,
@@ -82,11 +84,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _brute_force() -> dict[str, float]:
-    users, items, targets, exclude, _ = _problem()
-    s = (users @ items.T).numpy().astype(np.float64)
-    for u, ex in enumerate(exclude):
-        s[u, ex] = -np.inf
+def _metrics_from_scores(s: np.ndarray, ranked: np.ndarray, targets: list) -> dict[str, float]:
+    """Brute-force metrics of score matrix ``s`` [U, N] where only ``ranked`` [U, N] items take
+    part (ties to the lower item id; AUC over each target's ranked non-target items)."""
+    s = np.where(ranked, s, -np.inf)
     order = np.stack([np.lexsort((np.arange(N), -row)) for row in s])[:, : max(KS)]
     order[np.take_along_axis(s, order, 1) == -np.inf] = -1
     per = ranking_metrics(order, targets, KS)
@@ -95,11 +96,19 @@ def _brute_force() -> dict[str, float]:
     for u, t in enumerate(targets):
         if not t:
             continue
-        negs = [j for j in range(N) if j not in t and j not in exclude[u]]
+        negs = [j for j in range(N) if ranked[u, j] and j not in t]
         a = [np.mean([(s[u, x] > s[u, n]) + 0.5 * (s[u, x] == s[u, n]) for n in negs]) for x in t]
         aucs.append(np.mean(a))
     out["auc"] = float(np.mean(aucs))
     return out
+
+
+def _brute_force() -> dict[str, float]:
+    users, items, targets, exclude, _ = _problem()
+    ranked = np.ones((U, N), dtype=bool)
+    for u, ex in enumerate(exclude):
+        ranked[u, ex] = False
+    return _metrics_from_scores((users @ items.T).numpy().astype(np.float64), ranked, targets)
 
 
 @pytest.mark.parametrize("world,port", [(1, 29530), (2, 29531)])
@@ -145,58 +154,28 @@ class _FlagOffModel(_TargetAwareModel):
     target_aware_candidates = False
 
 
-def _ta_worker(rank: int, world: int, port: int, out: str, flag: bool = True) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    users, items, targets, exclude, _ = _problem()
-    res = evaluate_split(
-        (_TargetAwareModel if flag else _FlagOffModel)(users, items),
-        _CandData(targets, exclude, rank, world),
-        "test",
-        num_items=N,
-        ks=KS,
-        item_chunk=4,
-    )
-    if rank == 0:
-        torch.save(res.metrics, out)
-    dist.destroy_process_group()
-
-
 def _brute_force_candidates() -> dict[str, float]:
     users, items, targets, exclude, _ = _problem()
     dist2 = ((users.unsqueeze(1) - items.unsqueeze(0)) ** 2).sum(-1)
-    s = (-dist2).numpy().astype(np.float64)
     ranked = np.zeros((U, N), dtype=bool)
     for u, c in enumerate(_candidates()):
         ranked[u, c] = True
         ranked[u, targets[u]] = True
         ranked[u, exclude[u]] = False
-    s[~ranked] = -np.inf
-    order = np.stack([np.lexsort((np.arange(N), -row)) for row in s])[:, : max(KS)]
-    order[np.take_along_axis(s, order, 1) == -np.inf] = -1
-    per = ranking_metrics(order, targets, KS)
-    out = {k: float(v.mean()) for k, v in per.items()}
-    aucs = []
-    for u, t in enumerate(targets):
-        if not t:
-            continue
-        negs = [j for j in range(N) if ranked[u, j] and j not in t]
-        a = [np.mean([(s[u, x] > s[u, n]) + 0.5 * (s[u, x] == s[u, n]) for n in negs]) for x in t]
-        aucs.append(np.mean(a))
-    out["auc"] = float(np.mean(aucs))
-    return out
+    return _metrics_from_scores((-dist2).numpy().astype(np.float64), ranked, targets)
 
 
 @pytest.mark.parametrize("world,port", [(1, 29532), (2, 29533)])
 def test_sampled_candidates_use_target_aware_scores(world: int, port: int, tmp_path: Path) -> None:
     out = str(tmp_path / "m.pt")
-    mp.spawn(_ta_worker, args=(world, port, out), nprocs=world, join=True)
+    mp.spawn(
+        _worker, args=(world, port, out, _TargetAwareModel, _CandData), nprocs=world, join=True
+    )
     got = torch.load(out)
     want = _brute_force_candidates()
     for k, v in want.items():
         assert got[k] == pytest.approx(v, abs=1e-9), k
     # without the flag the evaluator ranks the same candidates by the dot product: other numbers,
     # so the check above has teeth
-    mp.spawn(_ta_worker, args=(1, port, out, False), nprocs=1, join=True)
+    mp.spawn(_worker, args=(1, port, out, _FlagOffModel, _CandData), nprocs=1, join=True)
     assert torch.load(out)["auc"] != pytest.approx(want["auc"], abs=1e-3)
