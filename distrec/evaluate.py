@@ -52,11 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     from distrec.distributed.env import destroy_distributed
     from distrec.engine.runs import run_eval
 
-    try:
+    def evaluate() -> None:  # the session dies with this frame, before destroy_distributed
         s = load_for_eval(args.run, args.checkpoint, list(args.overrides))
         res = run_eval(s, args.split)
         if s.env.is_main:
             print(json.dumps({"run": args.run, "split": args.split, **res}, indent=2))
+
+    try:
+        evaluate()
     finally:
         destroy_distributed()
     return 0

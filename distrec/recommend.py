@@ -34,11 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.k <= 0:
         print("error: --k must be positive", file=sys.stderr)
         return 2
-    try:
+
+    def export() -> None:  # the session dies with this frame, before destroy_distributed
         s = load_for_eval(args.run, args.checkpoint, list(args.overrides))
         n = export_topk(s, args.split, args.k, args.out, task=args.task)
         if s.env.is_main:
             print(f"wrote {n} rows to {args.out}", file=sys.stderr)
+
+    try:
+        export()
     finally:
         destroy_distributed()
     return 0

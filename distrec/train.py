@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        session = build_session(args.model, cfg)
-        Trainer(session).fit()
+        # no local holds the session here: destroy_distributed needs the last reference to the
+        # process group gone (see its docstring)
+        Trainer(build_session(args.model, cfg)).fit()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

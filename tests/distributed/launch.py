@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distrec.distributed.env import TEARDOWN_WARNING
+
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
@@ -38,6 +40,9 @@ def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str
         raise AssertionError(
             f"{' '.join(cmd)} exited {p.returncode}\n--- stderr ---\n{p.stderr[-6000:]}"
         )
+    # every rank joined its Gloo threads before exit (distrec.distributed.env.destroy_distributed
+    # warns otherwise): the condition of a rare SIGABRT at interpreter exit
+    assert TEARDOWN_WARNING not in p.stderr, p.stderr[-3000:]
     return p
 
 

@@ -46,6 +46,11 @@ CAPTURES: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
 
 def main(model: str, out: str, capture: str, overrides: list[str]) -> None:
     torch.set_num_threads(1)
+    run(model, out, capture, overrides)
+    destroy_distributed()  # after run()'s frame, the session's last reference, is gone
+
+
+def run(model: str, out: str, capture: str, overrides: list[str]) -> None:
     s = build_session(model, overrides=overrides, write_config=False)
     losses = []
     for epoch in range(2):
@@ -64,7 +69,6 @@ def main(model: str, out: str, capture: str, overrides: list[str]) -> None:
     saved = CAPTURES[capture](s)
     if s.env.rank == 0:
         torch.save({"losses": losses, **saved}, out)
-    destroy_distributed()
 
 
 if __name__ == "__main__":

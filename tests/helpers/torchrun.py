@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from distrec.distributed.env import TEARDOWN_WARNING
+
 REPO = Path(__file__).resolve().parents[2]
 SESSION_WORKER = Path(__file__).with_name("session_worker.py")
 
@@ -31,6 +33,8 @@ def torchrun(script: Path, args: list[str], world: int, port: int, timeout: floa
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stderr[-4000:]}"
+    # the ranks joined their Gloo threads before exit (else a rare SIGABRT at interpreter exit)
+    assert TEARDOWN_WARNING not in proc.stderr, proc.stderr[-3000:]
 
 
 def run_session_worker(
