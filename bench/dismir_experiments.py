@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 from distrec.config import load_config  # noqa: E402
 from distrec.data.schema import Manifest  # noqa: E402
 from distrec.metrics.ranking import ranking_metrics  # noqa: E402
-from distrec.models.dismir import SPEC  # noqa: E402
+from distrec.models.common.sequence_data import SequenceData  # noqa: E402
+from distrec.models.dismir import SPEC, DisMIR  # noqa: E402
 from distrec.models.dismir.analysis import interest_statistics  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
@@ -56,7 +57,7 @@ VARIANTS: dict[str, list[str]] = {
 KS = (20, 50)
 
 
-def evaluate(model: torch.nn.Module, data: object, split: str) -> dict[str, float]:
+def evaluate(model: DisMIR, data: SequenceData, split: str) -> dict[str, float]:
     model.eval()
     sums: dict[str, float] = {}
     n = 0
@@ -71,7 +72,7 @@ def evaluate(model: torch.nn.Module, data: object, split: str) -> dict[str, floa
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
-def popularity(data: object, split: str) -> dict[str, float]:
+def popularity(data: SequenceData, split: str) -> dict[str, float]:
     counts = np.bincount(data.seq_values, minlength=data.num_items)
     top = np.argsort(-counts, kind="stable")[: max(KS)]
     sums: dict[str, float] = {}

@@ -43,7 +43,9 @@ def worker(args: argparse.Namespace) -> None:
     )
     s = build_session(args.model, cfg)
     total = args.warmup + args.steps
-    times, waits, sizes = [], [], []
+    times: list[float] = []
+    waits: list[float] = []
+    sizes: list[int] = []
     pipe = None
     use_pipe = cfg.train.pipeline and s.model.pipelineable and s.wrapped is not s.model
     epoch = 0
@@ -60,6 +62,7 @@ def worker(args: argparse.Namespace) -> None:
                 if pipe is not None:
                     pipe.progress(it)
                 else:
+                    assert s.optimizer is not None
                     batch = next(it)
                     loss, _ = s.wrapped(batch)
                     s.optimizer.zero_grad()
