@@ -16,6 +16,13 @@ own candidates (positives followed by its sampled negatives) both ways:
 Per query: AUC (each positive against the query's negatives, ties count half, averaged over the
 positives) and Recall@50 (share of the positives in the top 50 of the candidates). It writes
 the per-query AUCs too, so that variants can be compared pairwise on the same queries.
+
+``--negatives popularity`` replaces each query's uniformly sampled negatives by as many items
+drawn without replacement in proportion to their training popularity (counts over the training
+chunks' inputs and targets), excluding the query's history and positives; the draw is seeded
+and made in query order, so every run sees the same negatives. Under it a popularity ranker
+scores about 0.5 AUC, and what a model gains over that is personalisation. The popularity
+ranker's own metrics are written as ``popularity_auc`` / ``popularity_recall``.
 """
 
 from __future__ import annotations
@@ -40,38 +47,66 @@ def _metrics(scores: np.ndarray, n_pos: int, k: int) -> tuple[float, float]:
     return float((less / max(len(neg), 1)).mean()), float((top < n_pos).sum() / n_pos)
 
 
-def evaluate_run(run: str, splits: list[str], k: int) -> dict:
+def _popularity(data) -> np.ndarray:
+    """Training popularity [N]: item counts over the training chunks' inputs and targets."""
+    vals = [data.chunks[c][1] for c in ("input", "targets")]
+    return np.bincount(np.concatenate(vals), minlength=data.num_items).astype(np.float64)
+
+
+def _popular_negatives(
+    rng: np.random.Generator, pop: np.ndarray, exclude: set[int], n: int
+) -> list[int]:
+    """``n`` items drawn without replacement with probability ~ ``pop``, none in ``exclude``."""
+    p = pop.copy()
+    p[list(exclude)] = 0.0
+    return rng.choice(len(p), size=n, replace=False, p=p / p.sum()).tolist()
+
+
+def evaluate_run(
+    run: str, splits: list[str], k: int, negatives: str = "bundle", overrides: list[str] | None = None
+) -> dict:
     from distrec.eval.ranking import compute_item_reps
     from distrec.evaluate import load_for_eval
 
-    s = load_for_eval(run, "best", [])
+    s = load_for_eval(run, "best", list(overrides or []))
     model, data = s.model, s.data
     model.eval()
     n = int(s.manifest.num_items)
-    out: dict = {"run": run}
+    out: dict = {"run": run, "overrides": list(overrides or [])}
     out["variant"] = {
         "variant": s.cfg.model.variant,
         "dgc": s.cfg.model.dgc,
         "weights": s.cfg.model.weights,
         "seed": s.cfg.run.seed,
     }
+    pop = _popularity(data)
     with torch.no_grad():
         model.prepare_eval()
         items = compute_item_reps(model, data, 0, n, 4096, n, 1).float()  # [N, D]
         for split in splits:
             t0 = time.perf_counter()
+            rng = np.random.default_rng(12345)  # same negatives for every run
             per: dict[str, list[float]] = {
                 "free_auc": [],
                 "aware_auc": [],
                 "free_recall": [],
                 "aware_recall": [],
+                "popularity_auc": [],
+                "popularity_recall": [],
             }
             for q in data.eval_queries(split):
                 qrep = model.query(q.batch)
                 assert q.candidates is not None, "chunks protocol bundles only"
                 free_all = model.score(qrep, items)  # [b, N]
+                hist = q.batch.sparse["ec"]["hist"].to_dense()
                 for i, (t, c) in enumerate(zip(q.targets, q.candidates, strict=True)):
+                    if negatives == "popularity":
+                        seen = set(t) | set(hist[i].tolist())
+                        c = list(t) + _popular_negatives(rng, pop, seen, len(c) - len(t))
                     ids = torch.tensor(c, dtype=torch.int64)
+                    a, r = _metrics(pop[ids.numpy()], len(t), k)
+                    per["popularity_auc"].append(a)
+                    per["popularity_recall"].append(r)
                     free = free_all[i, ids].double().numpy()
                     if hasattr(model, "score_candidates"):
                         aware_t = model.score_candidates(qrep[i : i + 1], items[ids].unsqueeze(0))
@@ -87,6 +122,7 @@ def evaluate_run(run: str, splits: list[str], k: int) -> dict:
             res["seconds"] = time.perf_counter() - t0
             res["per_query_free_auc"] = per["free_auc"]
             res["per_query_aware_auc"] = per["aware_auc"]
+            res["negatives"] = negatives
             out[split] = res
             print(
                 json.dumps({"run": run, "split": split, **{kk: res[kk] for kk in list(per)}}),
@@ -100,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+")
     p.add_argument("--splits", nargs="+", default=["valid", "test"])
     p.add_argument("--k", type=int, default=50)
+    p.add_argument("--negatives", choices=["bundle", "popularity"], default="bundle")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="config overrides at load, e.g. model.dgc=false: score a trained MDGR with static "
+        "clustering (the parameters are the same in both variants)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -109,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for run in args.runs:
-            results.append(evaluate_run(run, args.splits, args.k))
+            results.append(evaluate_run(run, args.splits, args.k, args.negatives, args.set))
     finally:
         destroy_distributed()
     Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "runs": results}) + "\n")

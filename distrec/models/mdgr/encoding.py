@@ -28,7 +28,8 @@ def sinusoid(values: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class ItemEncoder(nn.Module):
-    """phi = FFN(Dropout(MHA([p || tau || rho]))) for every position.
+    """phi = FFN(Dropout(MHA([p || tau || rho]))) for every position (eq. 6); with
+    ``residual`` (not in the paper) the item embedding p is added to phi.
 
     Args:
         dim: D, item embedding size and output size.
@@ -38,9 +39,17 @@ class ItemEncoder(nn.Module):
     Output: [B, L, D].
     """
 
-    def __init__(self, dim: int, time_dim: int, pos_dim: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        time_dim: int,
+        pos_dim: int,
+        heads: int,
+        dropout: float,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
-        self.time_dim, self.pos_dim = time_dim, pos_dim
+        self.time_dim, self.pos_dim, self.residual = time_dim, pos_dim, residual
         width = dim + time_dim + pos_dim
         heads = heads if width % heads == 0 else 1
         self.attn = nn.MultiheadAttention(width, heads, dropout=0.0, batch_first=True)
@@ -65,4 +74,7 @@ class ItemEncoder(nn.Module):
         key_pad = ~mask
         key_pad[:, 0] &= mask.any(dim=1)
         out, _ = self.attn(e, e, e, key_padding_mask=key_pad, need_weights=False)
-        return self.ffn(self.drop(out)) * mask.unsqueeze(-1)
+        phi = self.ffn(self.drop(out))
+        if self.residual:  # off by default: eq. 6 has none (config model.encoder_residual)
+            phi = phi + emb
+        return phi * mask.unsqueeze(-1)

@@ -74,7 +74,9 @@ class MDGR(RecModel):
         self.ec = item_sequence_table(cfg.dim, num_items, device)
         time_dim = cfg.time_dim if cfg.use_time else 0
         pos_dim = cfg.pos_dim if cfg.use_pos else 0
-        self.encoder = ItemEncoder(cfg.dim, time_dim, pos_dim, cfg.attn_heads, cfg.dropout)
+        self.encoder = ItemEncoder(
+            cfg.dim, time_dim, pos_dim, cfg.attn_heads, cfg.dropout, cfg.encoder_residual
+        )
         self.target_proj = nn.Linear(cfg.dim, cfg.dim)
         self.dgc = DynamicGraphClustering(
             cfg.dim,

@@ -102,3 +102,24 @@ def test_gru4rec_baseline_trains() -> None:
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < first * 0.5
+
+
+def test_encoder_residual_adds_the_item_embedding() -> None:
+    """model.encoder_residual (off by default, eq. 6 has none) adds p to FFN(MHA(...)); the
+    same weights give phi_residual - phi_paper = p on real items and 0 on padding."""
+    from distrec.models.mdgr.encoding import ItemEncoder
+
+    torch.manual_seed(0)
+    paper = ItemEncoder(8, 4, 4, 2, 0.0)
+    res = ItemEncoder(8, 4, 4, 2, 0.0, residual=True)
+    res.load_state_dict(paper.state_dict())
+    emb = torch.randn(2, 5, 8)
+    days = torch.rand(2, 5) * 10
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    diff = res(emb, days, mask) - paper(emb, days, mask)
+    torch.testing.assert_close(diff, emb * mask.unsqueeze(-1))
+    assert not MDGRConfig().encoder_residual
+    model = MDGR(_cfg(encoder_residual=True), NUM_ITEMS, torch.device("cpu"))
+    loss, _ = model(_batch())
+    loss.backward()
+    assert torch.isfinite(loss)
