@@ -63,7 +63,11 @@ def _popular_negatives(
 
 
 def evaluate_run(
-    run: str, splits: list[str], k: int, negatives: str = "bundle", overrides: list[str] | None = None
+    run: str,
+    splits: list[str],
+    k: int,
+    negatives: str = "bundle",
+    overrides: list[str] | None = None,
 ) -> dict:
     from distrec.eval.ranking import compute_item_reps
     from distrec.evaluate import load_for_eval
