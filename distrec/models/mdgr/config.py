@@ -28,6 +28,7 @@ class MDGRConfig:
     use_pos: bool = True
     use_time: bool = True
     variant: str = "mdgr"  # mdgr | gru4rec (single-interest GRU baseline on the same data)
-    # Not in the paper (eq. 6 has no residual): phi = FFN(...) + item embedding. Without it the
-    # trained encoder maps a history's items to almost one vector (docs/results/mdgr.md).
+    # Not in the paper (eq. 6 has no residual): phi = FFN(...) + item embedding. A diagnostic:
+    # trained encoders map a history's items to almost one vector with or without it
+    # (docs/results/mdgr.md, "Why the variants tie").
     encoder_residual: bool = False
