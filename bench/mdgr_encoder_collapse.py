@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from pathlib import Path
 
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
+from mdgr_eval_candidates import load_best, run_each  # bench/ is on the path of a bench script
 
 
 def _pair_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -50,14 +46,10 @@ def _spread(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def probe_run(run: str, split: str) -> dict[str, object]:
-    from distrec.eval.ranking import compute_item_reps
-    from distrec.evaluate import load_for_eval
     from distrec.models.mdgr.clustering import kmeans
 
-    s = load_for_eval(run, "best", [])
+    s, items = load_best(run)
     m, data = s.model, s.data
-    m.eval()
-    n = int(s.manifest.num_items)
     sums = {
         "cos_emb": 0.0,
         "cos_phi": 0.0,
@@ -67,8 +59,6 @@ def probe_run(run: str, split: str) -> dict[str, object]:
     }
     count = 0
     with torch.no_grad():
-        m.prepare_eval()
-        items = compute_item_reps(m, data, 0, n, 4096, n, 1).float()
         for q in data.eval_queries(split):
             hist, mask, _ = m._lookup(q.batch)
             phi = m._encode(hist, mask, m._days(q.batch, mask))
@@ -105,15 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.path.insert(0, str(REPO))
-    from distrec.distributed.env import destroy_distributed
-
-    try:
-        results = [probe_run(r, args.split) for r in args.runs]
-    finally:
-        destroy_distributed()
-    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "runs": results}) + "\n")
+    run_each(args.runs, lambda run: probe_run(run, args.split), args.out)
     return 0
 
 

@@ -32,7 +32,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +64,36 @@ def _popular_negatives(
     return rng.choice(len(p), size=n, replace=False, p=p / p.sum()).tolist()
 
 
+def load_best(run: str, overrides: list[str] | None = None) -> tuple[Any, torch.Tensor]:
+    """``run``'s best checkpoint (config ``overrides`` applied) in eval mode, ``prepare_eval`` done,
+    with every item's representation [N, D]. Returns (session, items)."""
+    from distrec.eval.ranking import compute_item_reps
+    from distrec.evaluate import load_for_eval
+
+    s = load_for_eval(run, "best", list(overrides or []))
+    s.model.eval()
+    n = int(s.manifest.num_items)
+    with torch.no_grad():
+        s.model.prepare_eval()
+        items = compute_item_reps(s.model, s.data, 0, n, 4096, n, 1).float()
+    return s, items
+
+
+def run_each(runs: list[str], probe: Callable[[str], dict], out: str) -> None:
+    """``probe`` every run in this process, then tear the process group down and write
+    ``{"command", "runs"}`` to ``out`` (JSON). Shared by the MDGR analysis scripts."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(REPO))
+    from distrec.distributed.env import destroy_distributed
+
+    try:
+        # each probe's session dies with its frame, before destroy_distributed
+        results = [probe(run) for run in runs]
+    finally:
+        destroy_distributed()
+    Path(out).write_text(json.dumps({"command": " ".join(sys.argv), "runs": results}) + "\n")
+
+
 def evaluate_run(
     run: str,
     splits: list[str],
@@ -69,13 +101,8 @@ def evaluate_run(
     negatives: str = "bundle",
     overrides: list[str] | None = None,
 ) -> dict:
-    from distrec.eval.ranking import compute_item_reps
-    from distrec.evaluate import load_for_eval
-
-    s = load_for_eval(run, "best", list(overrides or []))
+    s, items = load_best(run, overrides)
     model, data = s.model, s.data
-    model.eval()
-    n = int(s.manifest.num_items)
     out: dict = {"run": run, "overrides": list(overrides or [])}
     out["variant"] = {
         "variant": s.cfg.model.variant,
@@ -85,8 +112,6 @@ def evaluate_run(
     }
     pop = _popularity(data)
     with torch.no_grad():
-        model.prepare_eval()
-        items = compute_item_reps(model, data, 0, n, 4096, n, 1).float()  # [N, D]
         for split in splits:
             t0 = time.perf_counter()
             rng = np.random.default_rng(12345)  # same negatives for every run
@@ -150,17 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.path.insert(0, str(REPO))
-    from distrec.distributed.env import destroy_distributed
-
-    results = []
-    try:
-        for run in args.runs:
-            results.append(evaluate_run(run, args.splits, args.k, args.negatives, args.set))
-    finally:
-        destroy_distributed()
-    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "runs": results}) + "\n")
+    run_each(
+        args.runs,
+        lambda run: evaluate_run(run, args.splits, args.k, args.negatives, args.set),
+        args.out,
+    )
     return 0
 
 
