@@ -14,6 +14,17 @@ For each trained MDGR run (its ``best`` checkpoint) and every query of ``--split
 * ``same_partition``: share of item pairs on which the dynamic and a static k-means clustering
   of phi agree (same cluster in both or different in both; label-permutation free).
 
+Across queries, with u_q = mean(phi) of query q's history (what the interests are copies of):
+
+* ``cos_users``: mean cosine between u_q of two different queries (is it one vector for
+  everybody, or per user?);
+* ``shared_r2``: mean over queries of the squared Pearson correlation, over all items, between
+  query q's item scores u_q . p_i and the shared score ubar . p_i (ubar = mean of the u_q): the
+  share of a query's ranking that is the same for every query (scores carry the sign of eq.
+  16's Linear weight, which training may make negative);
+* ``shared_pop_spearman``: Spearman correlation over all items between the shared score and
+  the item's training popularity (``_popularity``): is the shared ranking a popularity ranking?
+
 Why: MDGR, MDGR-DGC and MDGR-W tie on ml-100k; if phi of one history are nearly one vector,
 any clustering of them is arbitrary and the interests are copies of one vector.
 """
@@ -23,8 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import torch
-from mdgr_eval_candidates import load_best, run_each  # bench/ is on the path of a bench script
+
+# bench/ is on the path of a bench script
+from mdgr_eval_candidates import _popularity, load_best, run_each
 
 
 def _pair_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,11 +59,41 @@ def _spread(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return dev.sum(1) / mask.sum(1).clamp_min(1) / mean.norm(dim=-1).clamp_min(1e-12)
 
 
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 (ties broken by position; the scores here are continuous)."""
+    r = np.empty(len(x))
+    r[np.argsort(x, kind="stable")] = np.arange(len(x))
+    return r
+
+
+def _shared(
+    users: torch.Tensor, items: torch.Tensor, pop: np.ndarray, sign: float
+) -> dict[str, float]:
+    """users [Q, D] (u_q per query), items [N, D], pop [N], sign of eq. 16's Linear weight (the
+    score rises with u . p when it is positive) -> cos_users, shared_r2, shared_pop_spearman (see
+    the module docstring)."""
+    q = users.shape[0]
+    n = torch.nn.functional.normalize(users, dim=-1)
+    cos = (n @ n.T).sum() - q
+    shared = sign * (items @ users.mean(0))  # [N]
+    scores = users @ items.T  # [Q, N]
+    sc = scores - scores.mean(1, keepdim=True)
+    sh = shared - shared.mean()
+    r = (sc @ sh) / (sc.norm(dim=1) * sh.norm()).clamp_min(1e-12)
+    rho = np.corrcoef(_ranks(shared.numpy()), _ranks(pop))[0, 1]
+    return {
+        "cos_users": float(cos / max(q * (q - 1), 1)),
+        "shared_r2": float((r**2).mean()),
+        "shared_pop_spearman": float(rho),
+    }
+
+
 def probe_run(run: str, split: str) -> dict[str, object]:
     from distrec.models.mdgr.clustering import kmeans
 
     s, items = load_best(run)
     m, data = s.model, s.data
+    items = items[:, : m.cfg.dim]  # without the bias column of model.item_bias runs
     sums = {
         "cos_emb": 0.0,
         "cos_phi": 0.0,
@@ -58,6 +102,7 @@ def probe_run(run: str, split: str) -> dict[str, object]:
         "same_partition": 0.0,
     }
     count = 0
+    users = []
     with torch.no_grad():
         for q in data.eval_queries(split):
             hist, mask, _ = m._lookup(q.batch)
@@ -71,6 +116,8 @@ def probe_run(run: str, split: str) -> dict[str, object]:
             agree = ((same_d == same_s) & pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp_min(1)
             shift = (x - phi).norm(dim=-1) / phi.norm(dim=-1).clamp_min(1e-12)
             shift = (shift * mask).sum(1) / mask.sum(1).clamp_min(1)
+            mf = mask.unsqueeze(-1).to(phi.dtype)
+            users.append((phi * mf).sum(1) / mf.sum(1).clamp_min(1))
             sums["cos_emb"] += float(_pair_mean(hist, mask).sum())
             sums["cos_phi"] += float(_pair_mean(phi, mask).sum())
             sums["spread_phi"] += float(_spread(phi, mask).sum())
@@ -78,6 +125,8 @@ def probe_run(run: str, split: str) -> dict[str, object]:
             sums["same_partition"] += float(agree.sum())
             count += len(q.targets)
     out: dict[str, object] = {k: v / max(count, 1) for k, v in sums.items()}
+    sign = 1.0 if float(m.out.weight) >= 0 else -1.0
+    out.update(_shared(torch.cat(users), items, _popularity(data), sign))
     out.update(
         run=run,
         split=split,

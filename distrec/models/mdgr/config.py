@@ -32,3 +32,7 @@ class MDGRConfig:
     # trained encoders map a history's items to almost one vector with or without it
     # (docs/results/mdgr.md, "Why the variants tie").
     encoder_residual: bool = False
+    # Not in the paper (eq. 16 has no bias): y = max_j w_j Linear(z_j . p) + b_p, b_p a learned
+    # per-item bias stored as an extra 4-column block of the item table. A diagnostic: without it 95-98 %
+    # of a query's item ranking is one shared, popularity-like ranking (docs/results/mdgr.md).
+    item_bias: bool = False

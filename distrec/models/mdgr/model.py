@@ -10,7 +10,10 @@ Batch (from :mod:`distrec.models.common.sequence_data`):
         absent means no timestamps (all zeros).
 
 Score (eq. 16): y = max_j w_j * Linear(z_j . p) over the non-empty clusters j, trained with
-binary cross-entropy (eq. 17) on sigmoid(y).
+binary cross-entropy (eq. 17) on sigmoid(y). With ``model.item_bias`` (not the paper) the item
+table has D + 4 columns whose last 4 sum to a per-item bias b_p added to y (4 because the fused
+TBE kernel takes only widths that are multiples of 4); item representations passed between the
+methods below are then [..., D + 4].
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def item_sequence_table(dim: int, num_items: int, device: torch.device) -> Embed
     return EmbeddingCollection(tables=[config], device=device)
 
 
+BIAS_COLS = 4  # width of the item-bias block of model.item_bias (TBE widths are multiples of 4)
+
+
 class InterestWeights(nn.Module):
     """Eq. 15: w_j = softplus(FFN([z_j ; 1[C_i = j] tau_i for i = 1..L])), sigmoid between layers."""
 
@@ -71,7 +77,7 @@ class MDGR(RecModel):
     def __init__(self, cfg: MDGRConfig, num_items: int, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ec = item_sequence_table(cfg.dim, num_items, device)
+        self.ec = item_sequence_table(cfg.dim + BIAS_COLS * int(cfg.item_bias), num_items, device)
         time_dim = cfg.time_dim if cfg.use_time else 0
         pos_dim = cfg.pos_dim if cfg.use_pos else 0
         self.encoder = ItemEncoder(
@@ -100,7 +106,8 @@ class MDGR(RecModel):
         """Returns history [B, L, D], mask [B, L], and the jagged pos/neg embedding values."""
         out = self.ec(batch.sparse["ec"])
         seq = out["hist"]
-        hist = _padded(seq.values(), seq.offsets(), self.cfg.max_len)
+        # the history is encoded from the D embedding columns; a bias column is only scored
+        hist = _padded(seq.values()[:, : self.cfg.dim], seq.offsets(), self.cfg.max_len)
         mask = torch.arange(self.cfg.max_len, device=hist.device).unsqueeze(
             0
         ) < seq.lengths().unsqueeze(1)
@@ -139,11 +146,13 @@ class MDGR(RecModel):
     def _score_items(
         self, z: torch.Tensor, w: torch.Tensor, present: torch.Tensor, items: torch.Tensor
     ) -> torch.Tensor:
-        """Eq. 16 for items [B, C, D] -> [B, C]."""
-        dots = torch.einsum("bkd,bcd->bkc", z, items)
+        """Eq. 16 for item representations [B, C, D (+ bias block)] -> [B, C]."""
+        d = self.cfg.dim
+        dots = torch.einsum("bkd,bcd->bkc", z, items[..., :d])
         s = w.unsqueeze(-1) * self.out(dots.unsqueeze(-1)).squeeze(-1)
         s = s.masked_fill(~present.unsqueeze(-1), float("-inf"))
-        return s.max(dim=1).values
+        y = s.max(dim=1).values
+        return y + items[..., d:].sum(-1) if self.cfg.item_bias else y
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -196,7 +205,7 @@ class MDGR(RecModel):
         for s in range(0, b * c, chunk):
             idx = rep[s : s + chunk]
             t = flat_items[s : s + chunk]
-            z, w, present = self._logits(phi[idx], mask[idx], days[idx], t)
+            z, w, present = self._logits(phi[idx], mask[idx], days[idx], t[:, : self.cfg.dim])
             out.append(self._score_items(z, w, present, t.unsqueeze(1)).squeeze(1))
         return torch.cat(out).view(b, c)
 

@@ -123,3 +123,35 @@ def test_encoder_residual_adds_the_item_embedding() -> None:
     loss, _ = model(_batch())
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_item_bias_adds_the_last_column_to_eq16() -> None:
+    """model.item_bias (off by default, eq. 16 has none): the item table gets a 4-column bias
+    block, the history is encoded from the first D columns only, and every score is the paper's
+    score (same weights, bias block dropped) plus the block's sum; the block gets gradient."""
+    assert not MDGRConfig().item_bias
+    torch.manual_seed(0)
+    biased = MDGR(_cfg(dropout=0.0, item_bias=True), NUM_ITEMS, torch.device("cpu"))
+    paper = MDGR(_cfg(dropout=0.0), NUM_ITEMS, torch.device("cpu"))
+    state = biased.state_dict()
+    key = next(k for k in state if k.endswith("weight") and state[k].shape == (NUM_ITEMS, 12))
+    paper.load_state_dict({**state, key: state[key][:, :8]})
+    biased.eval(), paper.eval()
+    batch = _batch()
+    items = torch.randn(NUM_ITEMS, 12)
+    with torch.no_grad():
+        qb, qp = biased.query(batch), paper.query(batch)
+        torch.testing.assert_close(qb, qp)
+        torch.testing.assert_close(
+            biased.score(qb, items), paper.score(qp, items[:, :8]) + items[:, 8:].sum(-1)
+        )
+        cands = items[:5].unsqueeze(0).expand(4, -1, -1)
+        torch.testing.assert_close(
+            biased.score_candidates(qb, cands),
+            paper.score_candidates(qp, cands[..., :8]) + cands[..., 8:].sum(-1),
+        )
+    biased.train()
+    loss, _ = biased(_batch())
+    loss.backward()
+    grad = dict(biased.named_parameters())[key].grad
+    assert grad is not None and grad[:, 8:].abs().sum() > 0
