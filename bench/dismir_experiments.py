@@ -3,7 +3,9 @@
 The same model and data adapter as ``distrec.train`` (world size 1, unsharded EmbeddingCollection),
 trained with Adam at lr 1e-3 as in the paper (fused Adam is GPU-only, so the torchrun path uses
 Adagrad on CPU). Selection on validation recall@20 each epoch, test on the selected epoch,
-Recall/NDCG/HR at 20 and 50, full ranking, plus paper Table 4 statistics on test users.
+Recall/NDCG/HR at 20 and 50, full ranking, plus paper Table 4 statistics on test users and
+the item-partition statistics of the item table (``partition``, and ``partition_init`` before
+training) on the bundle's co-occurrence graph.
 ``--variant popularity`` ranks by training frequency. One JSON line per run is appended to --out.
 
     OMP_NUM_THREADS=1 python bench/dismir_experiments.py --config configs/dismir/gowalla.yaml \
@@ -27,11 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from distrec.config import load_config  # noqa: E402
-from distrec.data.schema import Manifest  # noqa: E402
+from distrec.data.schema import GRAPH_ITEM_COOC, Manifest  # noqa: E402
 from distrec.metrics.ranking import ranking_metrics  # noqa: E402
 from distrec.models.common.sequence_data import SequenceData  # noqa: E402
 from distrec.models.dismir import SPEC, DisMIR  # noqa: E402
-from distrec.models.dismir.analysis import interest_statistics  # noqa: E402
+from distrec.models.dismir.analysis import interest_statistics, item_partition_stats  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "dismir": [],
@@ -85,6 +87,11 @@ def popularity(data: SequenceData, split: str) -> dict[str, float]:
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def _partition(model: DisMIR, cooc) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    w = model.ec.embeddings["item"].weight.detach().numpy()
+    return item_partition_stats(w, cooc)
+
+
 def run(args: argparse.Namespace, seed: int) -> dict[str, object]:
     overrides = [f"data.bundle={args.bundle}", f"run.seed={seed}", "metrics.enabled=false"]
     cfg = load_config("dismir", args.config, overrides + VARIANTS.get(args.variant, []) + args.set)
@@ -103,6 +110,8 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, object]:
         return rec
     torch.manual_seed(seed)
     model = SPEC.build_model(cfg, Manifest.load(args.bundle), torch.device("cpu"))
+    cooc = data.bundle.graph(GRAPH_ITEM_COOC)
+    rec["partition_init"] = _partition(model, cooc)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     best, best_state, history = -1.0, None, []
     t0 = time.perf_counter()
@@ -133,6 +142,7 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, object]:
         valid=evaluate(model, data, "valid"),
         test=evaluate(model, data, "test"),
         table4=interest_statistics(model, data, "test", max_users=100),
+        partition=_partition(model, cooc),
         train_seconds=round(time.perf_counter() - t0, 1),
         model=vars(cfg.model),
     )

@@ -194,3 +194,36 @@ def test_interest_stats_of_one_user() -> None:
     assert abs(s["similarity"] - 100 * np.sqrt(2) / 3) < 1e-9
     assert s["min"] == 0.0 and s["max"] == 50.0
     assert abs(s["std"] - np.std([50.0, 25.0, 25.0, 0.0])) < 1e-12
+
+
+def test_item_partition_stats_against_direct_formula() -> None:
+    """Exact Theorem 4 loss (full denominator, expectation over the normalised row) and the
+    same-group share, recomputed with explicit loops on a 5-item graph."""
+    from distrec.data.csr import Csr
+    from distrec.models.dismir.analysis import item_partition_stats
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 3))
+    src, dst = np.array([0, 0, 1, 2, 3, 3]), np.array([1, 2, 0, 3, 0, 4])
+    wts = np.array([2.0, 1.0, 1.0, 3.0, 1.0, 1.0])
+    g = Csr.from_pairs(src, dst, num_src=5, num_dst=5, weights=wts)
+    got = item_partition_stats(w, g, chunk=2)
+    group = w.argmax(1)
+    ce, same = [], []
+    for i in range(5):
+        row = [(j, x) for s, j, x in zip(src, dst, wts, strict=True) if s == i]
+        if not row:
+            continue
+        tot = sum(x for _, x in row)
+        logits = np.array([w[i] @ w[j] for j in range(5)])
+        lse = np.log(np.exp(logits).sum())
+        ce.append(-sum(x / tot * (logits[j] - lse) for j, x in row))
+        same.append(sum(x / tot for j, x in row if group[j] == group[i]))
+    assert got["anchors"] == 4
+    np.testing.assert_allclose(got["partition_ce"], np.mean(ce), rtol=1e-5)
+    np.testing.assert_allclose(got["same_group"], np.mean(same), rtol=1e-6)
+    sizes = np.bincount(group, minlength=3) / 5
+    np.testing.assert_allclose(got["same_group_chance"], (sizes**2).sum())
+    # constant embeddings: every item equally likely, so the loss is log N
+    flat = item_partition_stats(np.ones((5, 3)), g)
+    np.testing.assert_allclose(flat["partition_ce"], np.log(5), rtol=1e-6)
