@@ -25,6 +25,9 @@ Across queries, with u_q = mean(phi) of query q's history (what the interests ar
 * ``shared_pop_spearman``: Spearman correlation over all items between the shared score and
   the item's training popularity (``_popularity``): is the shared ranking a popularity ranking?
 
+Runs trained with ``model.item_bias`` also get ``bias_std`` and ``bias_pop_spearman`` (the
+learned per-item bias b_p: its spread and its Spearman correlation with training popularity).
+
 Why: MDGR, MDGR-DGC and MDGR-W tie on ml-100k; if phi of one history are nearly one vector,
 any clustering of them is arbitrary and the interests are copies of one vector.
 """
@@ -93,7 +96,8 @@ def probe_run(run: str, split: str) -> dict[str, object]:
 
     s, items = load_best(run)
     m, data = s.model, s.data
-    items = items[:, : m.cfg.dim]  # without the bias column of model.item_bias runs
+    bias = items[:, m.cfg.dim :].sum(-1).numpy()  # model.item_bias runs: b_p; else empty sums
+    items = items[:, : m.cfg.dim]  # without the bias block of model.item_bias runs
     sums = {
         "cos_emb": 0.0,
         "cos_phi": 0.0,
@@ -126,7 +130,11 @@ def probe_run(run: str, split: str) -> dict[str, object]:
             count += len(q.targets)
     out: dict[str, object] = {k: v / max(count, 1) for k, v in sums.items()}
     sign = 1.0 if float(m.out.weight) >= 0 else -1.0
-    out.update(_shared(torch.cat(users), items, _popularity(data), sign))
+    pop = _popularity(data)
+    out.update(_shared(torch.cat(users), items, pop, sign))
+    if getattr(m.cfg, "item_bias", False):
+        out["bias_std"] = float(bias.std())
+        out["bias_pop_spearman"] = float(np.corrcoef(_ranks(bias), _ranks(pop))[0, 1])
     out.update(
         run=run,
         split=split,

@@ -15,7 +15,15 @@ import re
 import statistics
 from pathlib import Path
 
-VARIANTS = {"mdgr": "MDGR", "dgc": "MDGR-DGC", "w": "MDGR-W", "gru4rec": "GRU4Rec"}
+VARIANTS = {
+    "mdgr": "MDGR",
+    "dgc": "MDGR-DGC",
+    "w": "MDGR-W",
+    "p": "MDGR-P",
+    "t": "MDGR-T",
+    "pt": "MDGR-PT",
+    "gru4rec": "GRU4Rec",
+}
 
 
 def _fmt(xs: list[float]) -> str:
