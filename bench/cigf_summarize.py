@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def main() -> int:
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in args.runs:
         info = json.loads((run / "metrics.json").read_text())
+        if "test" not in info:  # still training, or killed before its test evaluation
+            print(f"skipped {run}: no test metrics in metrics.json", file=sys.stderr)
+            continue
         info["_seed"] = run.name.rsplit("-s", 1)[-1]
         groups[re.sub(r"-s\d+$", "", run.name)].append(info)
     cols = " | ".join(f"test {m}" for m in args.metrics)
