@@ -31,7 +31,8 @@ def main() -> int:
     args = p.parse_args()
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in args.runs:
-        info = json.loads((run / "metrics.json").read_text())
+        path = run / "metrics.json"
+        info = json.loads(path.read_text()) if path.exists() else {}
         if "test" not in info:  # still training, or killed before its test evaluation
             print(f"skipped {run}: no test metrics in metrics.json", file=sys.stderr)
             continue
