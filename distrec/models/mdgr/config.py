@@ -33,6 +33,6 @@ class MDGRConfig:
     # (docs/results/mdgr.md, "Why the variants tie").
     encoder_residual: bool = False
     # Not in the paper (eq. 16 has no bias): y = max_j w_j Linear(z_j . p) + b_p, b_p a learned
-    # per-item bias stored as an extra 4-column block of the item table. A diagnostic: without it 95-98 %
-    # of a query's item ranking is one shared, popularity-like ranking (docs/results/mdgr.md).
+    # per-item bias (an extra 4-column block of the item table). A diagnostic: the bias learns
+    # popularity, yet the encoder still maps a history to one vector (docs/results/mdgr.md).
     item_bias: bool = False

@@ -106,7 +106,7 @@ class MDGR(RecModel):
         """Returns history [B, L, D], mask [B, L], and the jagged pos/neg embedding values."""
         out = self.ec(batch.sparse["ec"])
         seq = out["hist"]
-        # the history is encoded from the D embedding columns; a bias column is only scored
+        # the history is encoded from the D embedding columns; the bias block is only scored
         hist = _padded(seq.values()[:, : self.cfg.dim], seq.offsets(), self.cfg.max_len)
         mask = torch.arange(self.cfg.max_len, device=hist.device).unsqueeze(
             0

@@ -125,7 +125,7 @@ def test_encoder_residual_adds_the_item_embedding() -> None:
     assert torch.isfinite(loss)
 
 
-def test_item_bias_adds_the_last_column_to_eq16() -> None:
+def test_item_bias_adds_the_bias_block_to_eq16() -> None:
     """model.item_bias (off by default, eq. 16 has none): the item table gets a 4-column bias
     block, the history is encoded from the first D columns only, and every score is the paper's
     score (same weights, bias block dropped) plus the block's sum; the block gets gradient."""
@@ -136,7 +136,8 @@ def test_item_bias_adds_the_last_column_to_eq16() -> None:
     state = biased.state_dict()
     key = next(k for k in state if k.endswith("weight") and state[k].shape == (NUM_ITEMS, 12))
     paper.load_state_dict({**state, key: state[key][:, :8]})
-    biased.eval(), paper.eval()
+    biased.eval()
+    paper.eval()
     batch = _batch()
     items = torch.randn(NUM_ITEMS, 12)
     with torch.no_grad():
