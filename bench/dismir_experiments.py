@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from distrec.config import load_config  # noqa: E402
+from distrec.data.csr import Csr  # noqa: E402
 from distrec.data.schema import GRAPH_ITEM_COOC, Manifest  # noqa: E402
 from distrec.metrics.ranking import ranking_metrics  # noqa: E402
 from distrec.models.common.sequence_data import SequenceData  # noqa: E402
@@ -87,7 +88,8 @@ def popularity(data: SequenceData, split: str) -> dict[str, float]:
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
-def _partition(model: DisMIR, cooc) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def _partition(model: DisMIR, cooc: Csr) -> dict[str, float]:
+    """Item-partition statistics of the model's item table [N, K] on the co-occurrence graph."""
     w = model.ec.embeddings["item"].weight.detach().numpy()
     return item_partition_stats(w, cooc)
 
