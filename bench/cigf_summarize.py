@@ -16,12 +16,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-
-def _cell(x: list[float]) -> str:
-    a = np.array(x)
-    return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
+# bench/ is on the path of a bench script
+from seed_stats import mean_std
 
 
 def main() -> int:
@@ -39,16 +35,16 @@ def main() -> int:
         info["_seed"] = run.name.rsplit("-s", 1)[-1]
         groups[re.sub(r"-s\d+$", "", run.name)].append(info)
     cols = " | ".join(f"test {m}" for m in args.metrics)
-    print(
-        f"| runs | seeds | valid {groups and next(iter(groups.values()))[0]['select_metric']} "
-        f"(best) | {cols} | best step per seed |"
-    )
+    select = next(iter(groups.values()))[0]["select_metric"] if groups else "metric"
+    print(f"| runs | seeds | valid {select} (best) | {cols} | best step per seed |")
     print("|---|---|---|" + "---|" * len(args.metrics) + "---|")
     for name, rs in groups.items():
-        cells = " | ".join(_cell([r["test"][m] for r in rs]) for m in args.metrics)
+        cells = " | ".join(mean_std([r["test"][m] for r in rs]) for m in args.metrics)
         steps = ",".join(str(r["best_step"]) for r in rs)
         seeds = ",".join(r["_seed"] for r in rs)
-        print(f"| {name} | {seeds} | {_cell([r['best_valid'] for r in rs])} | {cells} | {steps} |")
+        print(
+            f"| {name} | {seeds} | {mean_std([r['best_valid'] for r in rs])} | {cells} | {steps} |"
+        )
     return 0
 
 

@@ -39,7 +39,6 @@ from distrec.models.dismir import SPEC  # noqa: E402
 
 def history_stats(items: np.ndarray, graph: Csr) -> tuple[float, float]:
     """One history's distinct items [n] -> (pair_edge, in_history_weight)."""
-    inside = set(items.tolist())
     edges, weight = 0, 0.0
     for i in items:
         a, b = graph.indptr[i], graph.indptr[i + 1]
@@ -47,7 +46,7 @@ def history_stats(items: np.ndarray, graph: Csr) -> tuple[float, float]:
         hit = np.isin(nb, items) & (nb != i)
         edges += int(hit.sum())
         weight += float(w[hit].sum() / w.sum()) if w.sum() > 0 else 0.0
-    n = len(inside)
+    n = len(items)
     return edges / max(n * (n - 1), 1), weight / max(n, 1)
 
 

@@ -15,6 +15,9 @@ from collections import defaultdict
 
 import numpy as np
 
+# bench/ is on the path of a bench script
+from seed_stats import mean_std
+
 METRICS = ("recall@20", "ndcg@20", "hr@20", "recall@50", "ndcg@50", "hr@50")
 TABLE4 = ("similarity", "min", "max", "std")
 
@@ -48,8 +51,7 @@ def seed_table(runs_list: list[dict]) -> None:
     for v, rs in runs.items():
         cells = []
         for m in METRICS:
-            x = np.array([r["test"][m] for r in rs])
-            cells.append(f"{x.mean():.4f} ± {x.std(ddof=1) if len(x) > 1 else 0:.4f}")
+            cells.append(mean_std([r["test"][m] for r in rs]))
         print(f"| {v} | {len(rs)} | " + " | ".join(cells) + " |")
     print()
     print("| variant | Similarity | MIN/MAX (% of a user's items) | STD | best epochs |")
@@ -63,11 +65,6 @@ def seed_table(runs_list: list[dict]) -> None:
             f"| {v} | {t['similarity']:.1f} | {t['min']:.1f}/{t['max']:.1f} | {t['std']:.1f} | {ep} |"
         )
     partition_table(runs)
-
-
-def _ms(x: list[float], fmt: str) -> str:
-    a = np.array(x)
-    return f"{a.mean():{fmt}} ± {a.std(ddof=1) if len(a) > 1 else 0:{fmt}}"
 
 
 def partition_table(runs: dict[str, list[dict]]) -> None:
@@ -86,9 +83,9 @@ def partition_table(runs: dict[str, list[dict]]) -> None:
         p, i = [r["partition"] for r in rs], [r["partition_init"] for r in rs]
         print(
             f"| {v} | {np.mean([x['partition_ce'] for x in i]):.2f} -> "
-            f"{_ms([x['partition_ce'] for x in p], '.2f')} | "
+            f"{mean_std([x['partition_ce'] for x in p], '.2f')} | "
             f"{np.mean([x['same_group'] for x in i]):.4f} -> "
-            f"{_ms([x['same_group'] for x in p], '.4f')} | "
+            f"{mean_std([x['same_group'] for x in p])} | "
             f"{np.mean([x['same_group_chance'] for x in p]):.4f} | "
             f"{np.mean([x['group_entropy'] for x in p]):.3f} |"
         )

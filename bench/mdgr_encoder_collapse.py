@@ -54,19 +54,29 @@ def _pair_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (cos * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp_min(1)
 
 
+def _masked_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the valid items, per sequence: v [B, L, D] -> [B, D]."""
+    m = mask.unsqueeze(-1).to(v.dtype)
+    return (v * m).sum(1) / m.sum(1).clamp_min(1)
+
+
 def _spread(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """mean_i ||v_i - mean(v)|| / ||mean(v)|| over valid items, per sequence -> [B]."""
-    m = mask.unsqueeze(-1).to(v.dtype)
-    mean = (v * m).sum(1) / m.sum(1).clamp_min(1)  # [B, D]
+    mean = _masked_mean(v, mask)  # [B, D]
     dev = (v - mean.unsqueeze(1)).norm(dim=-1) * mask  # [B, L]
     return dev.sum(1) / mask.sum(1).clamp_min(1) / mean.norm(dim=-1).clamp_min(1e-12)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 (ties broken by position; the scores here are continuous)."""
-    r = np.empty(len(x))
-    r[np.argsort(x, kind="stable")] = np.arange(len(x))
-    return r
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman correlation (ranks 0..n-1, ties broken by position: the scores here are
+    continuous)."""
+
+    def ranks(a: np.ndarray) -> np.ndarray:
+        r = np.empty(len(a))
+        r[np.argsort(a, kind="stable")] = np.arange(len(a))
+        return r
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
 def _shared(
@@ -83,11 +93,10 @@ def _shared(
     sc = scores - scores.mean(1, keepdim=True)
     sh = shared - shared.mean()
     r = (sc @ sh) / (sc.norm(dim=1) * sh.norm()).clamp_min(1e-12)
-    rho = np.corrcoef(_ranks(shared.numpy()), _ranks(pop))[0, 1]
     return {
         "cos_users": float(cos / max(q * (q - 1), 1)),
         "shared_r2": float((r**2).mean()),
-        "shared_pop_spearman": float(rho),
+        "shared_pop_spearman": _spearman(shared.numpy(), pop),
     }
 
 
@@ -120,8 +129,7 @@ def probe_run(run: str, split: str) -> dict[str, object]:
             agree = ((same_d == same_s) & pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp_min(1)
             shift = (x - phi).norm(dim=-1) / phi.norm(dim=-1).clamp_min(1e-12)
             shift = (shift * mask).sum(1) / mask.sum(1).clamp_min(1)
-            mf = mask.unsqueeze(-1).to(phi.dtype)
-            users.append((phi * mf).sum(1) / mf.sum(1).clamp_min(1))
+            users.append(_masked_mean(phi, mask))
             sums["cos_emb"] += float(_pair_mean(hist, mask).sum())
             sums["cos_phi"] += float(_pair_mean(phi, mask).sum())
             sums["spread_phi"] += float(_spread(phi, mask).sum())
@@ -132,9 +140,9 @@ def probe_run(run: str, split: str) -> dict[str, object]:
     sign = 1.0 if float(m.out.weight) >= 0 else -1.0
     pop = _popularity(data)
     out.update(_shared(torch.cat(users), items, pop, sign))
-    if getattr(m.cfg, "item_bias", False):
+    if m.cfg.item_bias:
         out["bias_std"] = float(bias.std())
-        out["bias_pop_spearman"] = float(np.corrcoef(_ranks(bias), _ranks(pop))[0, 1])
+        out["bias_pop_spearman"] = _spearman(bias, pop)
     out.update(
         run=run,
         split=split,

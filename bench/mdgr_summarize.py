@@ -15,6 +15,9 @@ import re
 import statistics
 from pathlib import Path
 
+# bench/ is on the path of a bench script
+from seed_stats import mean_std
+
 VARIANTS = {
     "mdgr": "MDGR",
     "dgc": "MDGR-DGC",
@@ -27,10 +30,7 @@ VARIANTS = {
 
 
 def _fmt(xs: list[float]) -> str:
-    if not xs:
-        return "-"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.4f} ± {sd:.4f}"
+    return mean_std(xs) if xs else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
