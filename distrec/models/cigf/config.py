@@ -23,6 +23,7 @@ ATTENTION_MODES = ("node_beh_layer", "node_beh", "node_layer", "node", "global")
 HEADS = ("mesi", "bilinear", "mmoe")
 AGGREGATORS = ("lightgcn",)
 TOWERS = ("mean", "sum")
+GATE_INPUTS = ("raw", "unit")
 NORMS = ("symm", "left")
 
 
@@ -40,6 +41,10 @@ class CigfConfig:
     aggregator: str = "lightgcn"  # the paper's best (Fig. 6); the only one implemented
     head: str = "mesi"  # mesi | bilinear | mmoe
     gate_per_task: bool = False  # eq. 15 writes one W_g; True gives every task its own gate net
+    # MESI gate input: "raw" = [x_k || y_k] (eq. 15); "unit" = each side scaled to unit length
+    # (not the paper): the representation norm no longer reaches the gate logits. Tried as a cure
+    # for saturated gates; they saturate anyway, through W_g (docs/results/cigf.md)
+    gate_input: str = "raw"
     tower: str = "mean"  # h^k in eq. 16: mean over D (paper) or sum
     loss_weights: list[float] = field(default_factory=list)  # per behavior; empty = all 1
     init_scale: float = 1.0  # multiplies the Xavier-uniform bound of the embedding tables
@@ -58,6 +63,7 @@ class CigfConfig:
             ("head", self.head, HEADS),
             ("aggregator", self.aggregator, AGGREGATORS),
             ("tower", self.tower, TOWERS),
+            ("gate_input", self.gate_input, GATE_INPUTS),
             ("norm", self.norm, NORMS),
         )
         for name, value, choices in checks:

@@ -6,7 +6,10 @@ every query against every item, ``x`` [K, B, D] and ``y`` [K, N, D] -> [B, N], w
 [B, N, D] tensor: gates and experts are separable into user and item parts.
 
 * :class:`Mesi`: experts ``f_j = x_j o y_j`` (eq. 14), the gate of task k from its *own* input
-  ``softmax(W_g [x_k || y_k] + b_g)`` (eq. 15), tower = mean over D (eq. 16).
+  ``softmax(W_g [x_k || y_k] + b_g)`` (eq. 15), tower = mean over D (eq. 16). ``gate_input=
+  "unit"`` (not the paper) feeds the gate ``x_k / |x_k|`` and ``y_k / |y_k|``, so the
+  representation norm no longer scales its logits. At lr 0.01 the gate saturates either way, the
+  unit-input one through ``W_g`` (docs/results/cigf.md, "What MESI's gates do").
 * :class:`Bilinear`: same input ``xm = mean_k x_k``, ``score_k = sum_d xm o ym o r_k`` (GHCF, eq. 1).
 * :class:`SharedMmoe`: same input, K bilinear experts ``xm o ym o r_j``, a softmax gate per task
   on ``[xm || ym]``, mean tower. (Reference MMoE experts are MLPs on ``[xm || ym]``, which cannot
@@ -16,7 +19,10 @@ every query against every item, ``x`` [K, B, D] and ``y`` [K, N, D] -> [B, N], w
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from distrec.models.cigf.config import GATE_INPUTS
 
 
 def _tower(v: torch.Tensor, tower: str) -> torch.Tensor:
@@ -32,11 +38,19 @@ class Mesi(nn.Module):
     single ``W_g`` of eq. 15 (which already yields a different gate per task through its input)."""
 
     def __init__(
-        self, dim: int, num_behaviors: int, gate_per_task: bool = False, tower: str = "mean"
+        self,
+        dim: int,
+        num_behaviors: int,
+        gate_per_task: bool = False,
+        tower: str = "mean",
+        gate_input: str = "raw",
     ) -> None:
         super().__init__()
+        if gate_input not in GATE_INPUTS:
+            raise ValueError(f"model.gate_input: {gate_input!r} is not one of {GATE_INPUTS}")
         self.k = num_behaviors
         self.tower = tower
+        self.unit_input = gate_input == "unit"
         g = num_behaviors if gate_per_task else 1
         bound = (6.0 / (2 * dim + num_behaviors)) ** 0.5
         self.w_user = nn.Parameter(torch.empty(g, num_behaviors, dim).uniform_(-bound, bound))
@@ -47,11 +61,15 @@ class Mesi(nn.Module):
         g = task if self.w_user.shape[0] > 1 else 0
         return self.w_user[g], self.w_item[g], self.bias[g]
 
+    def _gate_in(self, v: torch.Tensor) -> torch.Tensor:
+        return F.normalize(v, dim=-1) if self.unit_input else v
+
     def gates(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         """Gate of ``task`` over the K experts: ``[..., K]``, rows sum to 1."""
         wu, wi, b = self._gate_params(task)
         # W_g [x || y] split into its user and item halves so the two sides can broadcast
-        return torch.softmax(x[task] @ wu.T + y[task] @ wi.T + b, dim=-1)
+        xt, yt = self._gate_in(x[task]), self._gate_in(y[task])
+        return torch.softmax(xt @ wu.T + yt @ wi.T + b, dim=-1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         g = self.gates(x, y, task)  # [..., K]
@@ -61,7 +79,8 @@ class Mesi(nn.Module):
 
     def matrix(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         wu, wi, b = self._gate_params(task)
-        logits = (x[task] @ wu.T + b)[:, None, :] + (y[task] @ wi.T)[None, :, :]  # [B, N, K]
+        xt, yt = self._gate_in(x[task]), self._gate_in(y[task])
+        logits = (xt @ wu.T + b)[:, None, :] + (yt @ wi.T)[None, :, :]  # [B, N, K]
         g = torch.softmax(logits, dim=-1)
         dots = torch.einsum("jbd,jnd->jbn", x, y) * _scale(x.shape[-1], self.tower)
         return torch.einsum("bnj,jbn->bn", g, dots)
@@ -119,10 +138,15 @@ class SharedMmoe(nn.Module):
 
 
 def build_head(
-    kind: str, dim: int, num_behaviors: int, gate_per_task: bool, tower: str
+    kind: str,
+    dim: int,
+    num_behaviors: int,
+    gate_per_task: bool,
+    tower: str,
+    gate_input: str = "raw",
 ) -> Mesi | Bilinear | SharedMmoe:
     if kind == "mesi":
-        return Mesi(dim, num_behaviors, gate_per_task, tower)
+        return Mesi(dim, num_behaviors, gate_per_task, tower, gate_input)
     if kind == "bilinear":
         return Bilinear(dim, num_behaviors, tower)
     if kind == "mmoe":

@@ -102,7 +102,7 @@ class Cigf(RecModel):
             if cfg.cigcn
             else None
         )
-        self.head = build_head(cfg.head, d, self.k, cfg.gate_per_task, cfg.tower)
+        self.head = build_head(cfg.head, d, self.k, cfg.gate_per_task, cfg.tower, cfg.gate_input)
         if dense_dev is not None:
             self.attention = self.attention.to(dense_dev) if self.attention else None
             self.head = self.head.to(dense_dev)

@@ -169,3 +169,21 @@ def test_sampled_protocol_draws_one_target_and_unbought_negatives(bundle: Path) 
         bought = set(data.target_train.row(u)[0]) | set(data.heldout("valid").row(u)[0])
         bought |= set(data.heldout("test").row(u)[0])
         assert not (set(c[1:]) & bought)
+
+
+def test_unit_gate_input_makes_the_gate_independent_of_the_norm() -> None:
+    """``gate_input="unit"``: scaling the representations leaves the gates unchanged (the raw
+    gate of eq. 15 sharpens instead), and the full-ranking path agrees with the pairwise one."""
+    torch.manual_seed(0)
+    k, b, d = 3, 4, 6
+    x, y = torch.randn(k, b, d), torch.randn(k, b, d)
+    raw, unit = Mesi(d, k), Mesi(d, k, gate_input="unit")
+    unit.load_state_dict(raw.state_dict())
+    torch.testing.assert_close(unit.gates(10 * x, 10 * y, 2), unit.gates(x, y, 2))
+    sharp = raw.gates(10 * x, 10 * y, 2).max(-1).values
+    assert (sharp > raw.gates(x, y, 2).max(-1).values).all()
+    yn = torch.randn(k, 5, d)
+    pairwise = unit(x[:, :, None], yn[:, None], 2)
+    torch.testing.assert_close(unit.matrix(x, yn, 2), pairwise, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="model.gate_input"):
+        Mesi(d, k, gate_input="softmax")
