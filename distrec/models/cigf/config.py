@@ -45,6 +45,9 @@ class CigfConfig:
     # (not the paper): the representation norm no longer reaches the gate logits. Tried as a cure
     # for saturated gates; they saturate anyway, through W_g (docs/results/cigf.md)
     gate_input: str = "raw"
+    # L2 on MESI's gate weights W_g alone, added to the loss (not the paper, whose code decays every
+    # parameter at 1e-2 instead); 0 = off
+    gate_l2: float = 0.0
     tower: str = "mean"  # h^k in eq. 16: mean over D (paper) or sum
     loss_weights: list[float] = field(default_factory=list)  # per behavior; empty = all 1
     init_scale: float = 1.0  # multiplies the Xavier-uniform bound of the embedding tables
@@ -69,6 +72,8 @@ class CigfConfig:
         for name, value, choices in checks:
             if value not in choices:
                 raise ValueError(f"model.{name}: {value!r} is not one of {', '.join(choices)}")
+        if self.gate_l2 < 0:
+            raise ValueError(f"model.gate_l2: must be >= 0, got {self.gate_l2}")
         if self.heads < 1:
             raise ValueError(f"model.heads: must be >= 1, got {self.heads}")
         if self.score_scale <= 0:

@@ -27,7 +27,7 @@ from distrec.models.api import Batch, RecModel
 from distrec.models.cigf.attention import BehaviorAttention
 from distrec.models.cigf.config import CigfConfig
 from distrec.models.cigf.graph import adjacency_from_dense, node_kjt, to_sparse
-from distrec.models.cigf.heads import build_head
+from distrec.models.cigf.heads import Mesi, build_head
 from distrec.models.cigf.propagation import cigcn
 
 
@@ -162,6 +162,11 @@ class Cigf(RecModel):
             terms[f"bpr.{name}"] = bpr.detach()
             reg = reg + ((ego[pos[k]].pow(2) + ego[neg[k]].pow(2)).sum(-1) * mask[k]).sum()
         reg = self.l2 * 0.5 * reg / b
+        if self.cfg.gate_l2 and isinstance(self.head, Mesi):
+            # the gate weights only (not the bias): keeps W_g [x || y] from saturating the softmax
+            reg = reg + self.cfg.gate_l2 * (
+                self.head.w_user.pow(2).sum() + self.head.w_item.pow(2).sum()
+            )
         terms["reg"] = reg.detach()
         return total + reg, terms
 

@@ -120,3 +120,18 @@ def test_sampled_lookup_stride_is_equal_on_every_rank(bundle: Path) -> None:
             counts.setdefault(step, []).extend([nu, ni])
     assert all(len(v) == 1 for v in strides.values())
     assert all(strides[s] == {max(counts[s])} for s in strides)
+
+
+def test_gate_l2_adds_the_penalty_on_the_gate_weights_only(bundle: Path) -> None:
+    base, data = _model(bundle)
+    pen, _ = _model(bundle, "model.gate_l2=0.5")
+    batch = next(iter(data.train_batches(0)))
+    _, terms_b = base(batch)
+    loss, terms_p = pen(batch)  # same seed, same init
+    w = pen.head.w_user.detach().pow(2).sum() + pen.head.w_item.detach().pow(2).sum()
+    torch.testing.assert_close(terms_p["reg"] - terms_b["reg"], 0.5 * w)
+    torch.testing.assert_close(terms_p["bpr.buy"], terms_b["bpr.buy"])
+    loss.backward()
+    assert pen.head.w_user.grad is not None and pen.head.w_user.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="model.gate_l2"):
+        _model(bundle, "model.gate_l2=-1")
