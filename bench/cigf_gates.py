@@ -3,9 +3,9 @@
     OMP_NUM_THREADS=1 python bench/cigf_gates.py --out docs/results/cigf_jd_gates.json \
         runs/cigf-jd-d64-cigf-s0 runs/cigf-jd-d64-mmoe-s0 ...
 
-For each run's ``best`` checkpoint (or ``--checkpoints``; full graph mode) it propagates once, then on the target
-task (buy) over the test users, ranking all items with the engine's exclusions (train and valid
-buys), it reports full-ranking HR@10 / NDCG@10 of:
+For each run's ``best`` checkpoint (or each of ``--checkpoints``; full graph mode only) it
+propagates once, then on the target task (buy) over the test users, ranking all items with the
+engine's exclusions (train and valid buys), it reports full-ranking HR@10 / NDCG@10 of:
 
 * ``head``: the run's own head (``model.head.matrix``; must equal the engine's test figures),
 * MESI runs only: ``uniform`` (gates fixed at 1/K: the mean of the K experts), ``expert_j``
