@@ -38,42 +38,29 @@ REPO = Path(__file__).resolve().parents[1]
 def _topk_metrics(
     scores: torch.Tensor, users: np.ndarray, data: Any, k: int = 10
 ) -> dict[str, float]:
-    """HR@k and NDCG@k of ``scores`` [B, N] for ``users`` on test, train/valid buys excluded."""
+    """HR@k and NDCG@k of ``scores`` [B, N] for ``users`` on test, train/valid buys excluded
+    (the engine's definitions, :func:`distrec.metrics.ranking.ranking_metrics`)."""
+    from distrec.metrics.ranking import ranking_metrics
+
     scores = scores.clone()
-    test = data.heldout("test")
     for b, u in enumerate(users.tolist()):
         for csr in (data.target_train, data.heldout("valid")):
             seen = csr.row(u)[0]
             if seen.size:
                 scores[b, torch.as_tensor(seen)] = -math.inf
     top = scores.topk(k, dim=1).indices.numpy()
-    hr, ndcg = [], []
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    for b, u in enumerate(users.tolist()):
-        pos = set(test.row(u)[0].tolist())
-        hits = np.array([int(i) in pos for i in top[b]], dtype=np.float64)
-        hr.append(float(hits.any()))
-        ideal = disc[: min(len(pos), k)].sum()
-        ndcg.append(float((hits * disc).sum() / ideal))
-    return {f"hr@{k}": float(np.mean(hr)), f"ndcg@{k}": float(np.mean(ndcg))}
+    test = data.heldout("test")
+    per_query = ranking_metrics(top, [test.row(u)[0] for u in users.tolist()], [k])
+    return {m: float(per_query[m].mean()) for m in (f"hr@{k}", f"ndcg@{k}")}
 
 
 def _entropy(g: torch.Tensor) -> float:
     return float(-(g * g.clamp_min(1e-12).log()).sum(-1).mean())
 
 
-def _gate_logits(head: Any, x: torch.Tensor, y: torch.Tensor, task: int) -> tuple:
-    """User-side and item-side parts of the target gate's logits, ([B, K], [N, K])."""
-    if hasattr(head, "_gate_params"):  # MESI: the task's own input
-        wu, wi, b = head._gate_params(task)
-        return x[task] @ wu.T + b, y[task] @ wi.T
-    xm, ym = x.mean(0), y.mean(0)  # shared-input MMoE
-    return xm @ head.w_user[task].T + head.bias[task], ym @ head.w_item[task].T
-
-
 def _gate_stats(head: Any, x: torch.Tensor, y: torch.Tensor, task: int, pairs: tuple) -> dict:
     u_idx, i_idx, r_idx = pairs
-    lu, li = _gate_logits(head, x[:, u_idx], y, task)
+    lu, li = head.gate_logits(x[:, u_idx], y, task)
     out: dict[str, Any] = {}
     for name, items in (("test_pairs", i_idx), ("random_pairs", r_idx)):
         logits = lu + li[items]
@@ -139,7 +126,7 @@ def analyse(run: str, seed: int, checkpoint: str = "best") -> dict[str, Any]:
             for j, name in enumerate(model.behaviors):
                 res["rank"][f"expert_{name}"] = _topk_metrics(dots[j], users, data)
             res["rank"]["cross_mean"] = _topk_metrics(xu.mean(0) @ y.mean(0).T / d, users, data)
-            lu, li = _gate_logits(head, xu, y, task)
+            lu, li = head.gate_logits(xu, y, task)
             for name, logits in (
                 ("gate_only_item", li[None, :, :].expand(len(users), -1, -1)),
                 ("gate_only_user", lu[:, None, :].expand(-1, y.shape[1], -1)),

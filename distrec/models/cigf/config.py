@@ -43,7 +43,7 @@ class CigfConfig:
     gate_per_task: bool = False  # eq. 15 writes one W_g; True gives every task its own gate net
     # MESI gate input: "raw" = [x_k || y_k] (eq. 15); "unit" = each side scaled to unit length
     # (not the paper): the representation norm no longer reaches the gate logits. Tried as a cure
-    # for saturated gates; they saturate anyway, through W_g (docs/results/cigf.md)
+    # for saturated gates; they stay nearly hard anyway, through W_g (docs/results/cigf.md)
     gate_input: str = "raw"
     # L2 on MESI's gate weights W_g alone, added to the loss (not the paper, whose code decays every
     # parameter at 1e-2 instead); 0 = off

@@ -8,8 +8,8 @@ every query against every item, ``x`` [K, B, D] and ``y`` [K, N, D] -> [B, N], w
 * :class:`Mesi`: experts ``f_j = x_j o y_j`` (eq. 14), the gate of task k from its *own* input
   ``softmax(W_g [x_k || y_k] + b_g)`` (eq. 15), tower = mean over D (eq. 16). ``gate_input=
   "unit"`` (not the paper) feeds the gate ``x_k / |x_k|`` and ``y_k / |y_k|``, so the
-  representation norm no longer scales its logits. At lr 0.01 the gate saturates either way, the
-  unit-input one through ``W_g`` (docs/results/cigf.md, "What MESI's gates do").
+  representation norm no longer scales its logits. At lr 0.01 the gate is (nearly) hard either
+  way, the unit-input one through ``W_g`` (docs/results/cigf.md, "What MESI's gates do").
 * :class:`Bilinear`: same input ``xm = mean_k x_k``, ``score_k = sum_d xm o ym o r_k`` (GHCF, eq. 1).
 * :class:`SharedMmoe`: same input, K bilinear experts ``xm o ym o r_j``, a softmax gate per task
   on ``[xm || ym]``, mean tower. (Reference MMoE experts are MLPs on ``[xm || ym]``, which cannot
@@ -64,12 +64,18 @@ class Mesi(nn.Module):
     def _gate_in(self, v: torch.Tensor) -> torch.Tensor:
         return F.normalize(v, dim=-1) if self.unit_input else v
 
+    def gate_logits(
+        self, x: torch.Tensor, y: torch.Tensor, task: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W_g [x_k || y_k] + b_g`` of ``task`` split into its user part ``[..., K]`` (bias
+        included) and item part ``[..., K]``, so that the two sides can broadcast."""
+        wu, wi, b = self._gate_params(task)
+        return self._gate_in(x[task]) @ wu.T + b, self._gate_in(y[task]) @ wi.T
+
     def gates(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         """Gate of ``task`` over the K experts: ``[..., K]``, rows sum to 1."""
-        wu, wi, b = self._gate_params(task)
-        # W_g [x || y] split into its user and item halves so the two sides can broadcast
-        xt, yt = self._gate_in(x[task]), self._gate_in(y[task])
-        return torch.softmax(xt @ wu.T + yt @ wi.T + b, dim=-1)
+        lu, li = self.gate_logits(x, y, task)
+        return torch.softmax(lu + li, dim=-1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         g = self.gates(x, y, task)  # [..., K]
@@ -78,10 +84,8 @@ class Mesi(nn.Module):
         return _tower(mixed, self.tower)
 
     def matrix(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        wu, wi, b = self._gate_params(task)
-        xt, yt = self._gate_in(x[task]), self._gate_in(y[task])
-        logits = (xt @ wu.T + b)[:, None, :] + (yt @ wi.T)[None, :, :]  # [B, N, K]
-        g = torch.softmax(logits, dim=-1)
+        lu, li = self.gate_logits(x, y, task)
+        g = torch.softmax(lu[:, None, :] + li[None, :, :], dim=-1)  # [B, N, K]
         dots = torch.einsum("jbd,jnd->jbn", x, y) * _scale(x.shape[-1], self.tower)
         return torch.einsum("bnj,jbn->bn", g, dots)
 
@@ -115,11 +119,16 @@ class SharedMmoe(nn.Module):
         self.w_item = nn.Parameter(torch.empty(k, k, dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(k, k))
 
-    def gates(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+    def gate_logits(
+        self, x: torch.Tensor, y: torch.Tensor, task: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gate logits of ``task`` on the shared input, split as in :meth:`Mesi.gate_logits`."""
         xm, ym = x.mean(0), y.mean(0)
-        return torch.softmax(
-            xm @ self.w_user[task].T + ym @ self.w_item[task].T + self.bias[task], -1
-        )
+        return xm @ self.w_user[task].T + self.bias[task], ym @ self.w_item[task].T
+
+    def gates(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
+        lu, li = self.gate_logits(x, y, task)
+        return torch.softmax(lu + li, -1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         g = self.gates(x, y, task)
@@ -128,12 +137,11 @@ class SharedMmoe(nn.Module):
         return _tower((g.unsqueeze(-1) * experts).sum(-2), self.tower)
 
     def matrix(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        xm, ym = x.mean(0), y.mean(0)
-        logits = (xm @ self.w_user[task].T + self.bias[task])[:, None] + (ym @ self.w_item[task].T)[
-            None
-        ]
-        g = torch.softmax(logits, dim=-1)  # [B, N, K]
-        dots = torch.einsum("bd,jd,nd->jbn", xm, self.r, ym) * _scale(x.shape[-1], self.tower)
+        lu, li = self.gate_logits(x, y, task)
+        g = torch.softmax(lu[:, None, :] + li[None, :, :], dim=-1)  # [B, N, K]
+        dots = torch.einsum("bd,jd,nd->jbn", x.mean(0), self.r, y.mean(0)) * _scale(
+            x.shape[-1], self.tower
+        )
         return torch.einsum("bnj,jbn->bn", g, dots)
 
 
