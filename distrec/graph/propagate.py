@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from distrec.graph.adjacency import HeteroGraph
+from distrec.graph.halo import PartitionedGraph
 from distrec.graph.sampler import Blocks
 
 Embeddings = dict[str, torch.Tensor]
@@ -70,6 +71,26 @@ def propagate_full(
             nxt[t] = torch.stack(terms).sum(0) if terms else torch.zeros_like(x)
         out.append(nxt)
         h = nxt
+    return out
+
+
+def propagate_partitioned(
+    graph: PartitionedGraph, h0: torch.Tensor, layers: int
+) -> list[torch.Tensor]:
+    """Partitioned full propagation over one flat-space matrix (``graph.mats[0]``).
+
+    Args:
+        graph: this rank's adjacency rows and halo plan (collective to build, built once).
+        h0: layer-0 rows of this rank's own nodes, local order [n_local, D].
+        layers: L.
+
+    Returns:
+        L+1 tensors [n_local, D] (layer 0 is ``h0``): ``h^{l+1}[own] = A[own, :] h^l``, the halo
+        of every layer fetched from its owners (collective: every rank calls it together).
+    """
+    out = [h0]
+    for _ in range(layers):
+        out.append(graph.matmul(out[-1])[0])
     return out
 
 
