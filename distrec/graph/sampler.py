@@ -1,4 +1,4 @@
-"""Multi-hop neighbourhood blocks (DGL / GraphSAGE style) for ``sampled`` graph propagation.
+"""The one neighbourhood sampler of LightGCN, IGRec and CIGF (``sampled`` graph mode).
 
 ``sample_blocks(seeds, graph, layers, fanout, rng)`` grows frontiers outward from the seeds:
 
@@ -8,13 +8,29 @@
 * ``blocks[k]`` holds, per relation, the sampled edges from ``frontiers[k]`` (rows, outputs) to
   ``frontiers[k + 1]`` (columns, inputs) with rescaled weights.
 
-Only ``frontiers[layers]`` needs embedding rows (one lookup through the sharded tables); then
-:func:`distrec.graph.propagate.propagate_blocks` applies ``blocks[layers-1] ... blocks[0]``.
+Only ``frontiers[layers]`` needs embedding rows (one deduplicated lookup through the sharded
+tables); :func:`distrec.graph.propagate.propagate_blocks` applies ``blocks[layers-1] ... blocks[0]``.
+``expand="new"`` samples each node's row once, at the hop that first reaches it (CIGF propagates
+over the union of the blocks as one subgraph, :meth:`Blocks.subgraph`); the default ``"all"``
+samples every frontier node again at every hop (block-wise propagation needs each hop's rows).
 
-Each node keeps up to ``fanout[k]`` neighbours per relation at hop ``k``, drawn uniformly without
-replacement; a kept edge's weight is multiplied by ``deg / fanout`` (each neighbour is kept with
-probability ``fanout / deg``), so every layer is an unbiased estimate of the full product, and
-with unlimited fanout (``-1``, ``0`` or a missing entry) the blocks are exact.
+Cost is O(fanout) per node: a row of degree ``deg <= f`` is taken whole, a longer one gets ``f``
+distinct positions in ``[0, deg)`` by Floyd's algorithm (``f`` vectorised rounds over all long
+rows), read from the CSR offsets without touching the rest of the row. Each kept edge's weight is
+multiplied by ``deg / f`` (it is kept with probability ``f / deg``), so every hop is an unbiased
+estimate of the full product; with unlimited fanout (``-1``, ``0`` or a missing entry) the blocks
+are exact. ``fanout_over="union"`` draws ``f`` neighbours per node from the concatenation of its
+rows in all relations out of its type (CIGF's behaviors), ``"relation"`` ``f`` per relation.
+``max_frontier`` caps the sampled neighbours per hop and source node type (per relation in
+``"relation"`` mode) by lowering that hop's fanout to ``max(1, max_frontier // nodes expanded)``.
+
+Random draws are counter-based: draw ``j`` of node ``v`` at hop ``k`` and relation ``r`` is a hash
+of (salt(seed, step, k, r), v, j), so a node's sample depends only on (seed, step, node), never
+on the other nodes of the batch: ranks that sample only their own slice draw the same neighbours
+for a node as one rank sampling the whole batch (unless ``max_frontier`` binds, which depends on
+the frontier size). Rows come from a :class:`RowSource`; :class:`LocalRows` reads the graph's CSR
+(replicated structure, or the rows this rank owns); a source that fetches non-owned rows from
+their owners plugs in the same way.
 
 Shapes: S_k[t] nodes of type t in frontier k; E_kr edges of relation r in block k.
 """
@@ -22,6 +38,7 @@ Shapes: S_k[t] nodes of type t in frontier k; E_kr edges of relation r in block 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -62,6 +79,25 @@ class Blocks:
     def input_nodes(self) -> dict[str, torch.Tensor]:
         """Ids whose layer-0 rows :func:`propagate_blocks` needs: ``frontiers[L]``."""
         return self.frontiers[-1]
+
+    def num_edges(self) -> int:
+        return sum(int(e.rows.numel()) for blk in self.blocks for e in blk.values())
+
+    def subgraph(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """All blocks as one subgraph over ``frontiers[L]``: ``{relation: (rows, cols, w)}``
+        (int64[E], int64[E], float32[E]) indexing ``frontiers[L][src]`` / ``[dst]``. Frontier k is
+        a prefix of frontier L, so block slots are subgraph slots. Meant for ``expand="new"``,
+        where every row is sampled once."""
+        out: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for r in self.relations:
+            parts = [blk[r] for blk in self.blocks if r in blk]
+            if parts:
+                out[r] = (
+                    torch.cat([e.rows for e in parts]),
+                    torch.cat([e.cols for e in parts]),
+                    torch.cat([e.weights for e in parts]),
+                )
+        return out
 
     def to_dense(self, prefix: str = "g") -> dict[str, torch.Tensor]:
         """Flatten into named tensors (for ``Batch.dense``); inverse of :meth:`from_dense`."""
@@ -107,6 +143,103 @@ class Blocks:
         return cls(frontiers, blocks, dict(relations), seed_index)
 
 
+class RowSource(Protocol):
+    """Adjacency rows by relation name: what the sampler reads, wherever the rows live."""
+
+    def degrees(self, relation: str, nodes: np.ndarray) -> np.ndarray:
+        """Row lengths of ``nodes`` [n]: int64[n]."""
+        ...
+
+    def entries(
+        self, relation: str, nodes: np.ndarray, offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbour id int64[E] and weight float32[E] at position ``offsets[e]`` of row
+        ``nodes[e]``."""
+        ...
+
+
+class LocalRows:
+    """:class:`RowSource` over the CSR held in a :class:`HeteroGraph` (rows held locally)."""
+
+    def __init__(self, graph: HeteroGraph) -> None:
+        self.adj = {r.name: r.adj for r in graph.relations}
+
+    def degrees(self, relation: str, nodes: np.ndarray) -> np.ndarray:
+        ip = self.adj[relation].indptr
+        return (ip[nodes + 1] - ip[nodes]).astype(np.int64)
+
+    def entries(
+        self, relation: str, nodes: np.ndarray, offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        a = self.adj[relation]
+        pos = a.indptr[nodes] + offsets
+        return a.indices[pos].astype(np.int64, copy=False), a.weights[pos]
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (uint64 -> uint64, elementwise)."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def node_keys(salt: int, nodes: np.ndarray) -> np.ndarray:
+    """Per-node random stream keys uint64[n] from (salt, node id)."""
+    with np.errstate(over="ignore"):
+        return _mix(nodes.astype(np.uint64) * _GOLDEN + np.uint64(salt & (2**64 - 1)))
+
+
+def draw_uniform(keys: np.ndarray, j: int) -> np.ndarray:
+    """Draw number ``j`` of every stream in ``keys``: uniform float64[n] in [0, 1)."""
+    with np.errstate(over="ignore"):
+        z = _mix(keys + np.uint64(j + 1) * _GOLDEN)
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def draw_offsets(
+    degs: np.ndarray, cap: int, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to ``cap`` distinct offsets per row, uniformly without replacement (0 = all).
+
+    Args:
+        degs: row lengths int64[n]; keys: per-row random streams uint64[n] (:func:`node_keys`).
+
+    Returns:
+        (row slot int64[E], offset in the row int64[E], weight scale float32[E]); rows of degree
+        <= cap are taken whole (scale 1), longer ones get exactly ``cap`` offsets (scale
+        deg / cap) drawn by Floyd's algorithm, O(cap^2) work per long row whatever its degree.
+    """
+    degs = degs.astype(np.int64, copy=False)
+    short = degs if cap <= 0 else np.minimum(degs, cap)
+    whole = np.flatnonzero((degs > 0) & ((degs <= cap) | (cap <= 0)))
+    n_whole = short[whole]
+    slot_w = np.repeat(whole, n_whole)
+    first = np.cumsum(n_whole) - n_whole
+    off_w = np.arange(int(n_whole.sum()), dtype=np.int64) - np.repeat(first, n_whole)
+    if cap <= 0:
+        return slot_w, off_w, np.ones(len(slot_w), np.float32)
+    long_ = np.flatnonzero(degs > cap)
+    if len(long_) == 0:
+        return slot_w, off_w, np.ones(len(slot_w), np.float32)
+    d, kl = degs[long_], keys[long_]
+    sel = np.empty((len(long_), cap), dtype=np.int64)
+    for step in range(cap):  # Floyd: for j = d-cap .. d-1 pick t in [0, j]; t taken -> take j
+        j = d - cap + step
+        t = np.minimum((draw_uniform(kl, step) * (j + 1)).astype(np.int64), j)
+        taken = (sel[:, :step] == t[:, None]).any(axis=1) if step else np.zeros(len(t), bool)
+        sel[:, step] = np.where(taken, j, t)
+    slot = np.concatenate([slot_w, np.repeat(long_, cap)])
+    off = np.concatenate([off_w, sel.reshape(-1)])
+    scale = np.concatenate(
+        [np.ones(len(slot_w), np.float32), np.repeat((d / cap).astype(np.float32), cap)]
+    )
+    return slot, off, scale
+
+
 def _fanout_at(fanout: list[int] | None, hop: int) -> int:
     """Cap at ``hop``; <= 0 or missing means unlimited (returned as 0)."""
     if not fanout or hop >= len(fanout) or fanout[hop] is None or fanout[hop] <= 0:
@@ -114,44 +247,12 @@ def _fanout_at(fanout: list[int] | None, hop: int) -> int:
     return int(fanout[hop])
 
 
-def _hash_uniform(salt: int, keys: np.ndarray) -> np.ndarray:
-    """Counter-based uniform floats in [0, 1) from (salt, key) (splitmix64 finaliser): float64[E]."""
-    with np.errstate(over="ignore"):
-        z = keys.astype(np.uint64) + np.uint64(salt) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def _gather_edges(
-    indptr: np.ndarray, nodes: np.ndarray, cap: int, salt: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edge positions of ``nodes``' rows, at most ``cap`` per row (0 = all).
-
-    The random key of an edge depends only on (salt, its CSR position), so a node's sample does
-    not depend on which other nodes share the batch: ranks that hold different slices of a global
-    batch draw the same neighbours for the same node, as a single rank would.
-
-    Returns (row slot int64[E], edge position int64[E], weight scale float32[E]).
-    """
-    starts = indptr[nodes]
-    degs = indptr[nodes + 1] - starts
-    total = int(degs.sum())
-    slot = np.repeat(np.arange(len(nodes), dtype=np.int64), degs)
-    offsets = np.cumsum(degs) - degs
-    within = np.arange(total, dtype=np.int64) - np.repeat(offsets, degs)
-    pos = np.repeat(starts, degs) + within
-    if cap <= 0 or total == 0 or int(degs.max()) <= cap:
-        return slot, pos, np.ones(total, np.float32)
-    # Uniform sample without replacement inside each row: order each row's edges by a random key
-    # and keep the first `cap` (rows stay contiguous because slot is the primary sort key, so the
-    # unsorted `within` is also the rank inside the row after sorting).
-    order = np.lexsort((_hash_uniform(salt, pos), slot))
-    keep = within < cap
-    slot, pos = slot[order][keep], pos[order][keep]
-    scale = np.maximum(degs[slot] / cap, 1.0).astype(np.float32)
-    return slot, pos, scale
+def _capped(cap: int, n: int, max_frontier: int) -> int:
+    """The hop's fanout after ``max_frontier`` (at most that many draws for ``n`` nodes)."""
+    if max_frontier <= 0 or n == 0:
+        return cap
+    limit = max(1, max_frontier // n)
+    return limit if cap <= 0 else min(cap, limit)
 
 
 def _positions(frontier: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -160,22 +261,59 @@ def _positions(frontier: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return sorter[np.searchsorted(frontier, ids, sorter=sorter)]
 
 
+Sampled = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row slot, neighbour id, weight)
+
+
+def _sample_relation(rows: RowSource, rel: str, nodes: np.ndarray, cap: int, salt: int) -> Sampled:
+    slot, off, scale = draw_offsets(rows.degrees(rel, nodes), cap, node_keys(salt, nodes))
+    dst, w = rows.entries(rel, nodes[slot], off)
+    return slot, dst, (w * scale).astype(np.float32)
+
+
+def _sample_union(
+    rows: RowSource, rels: list[str], nodes: np.ndarray, cap: int, salt: int
+) -> dict[str, Sampled]:
+    """``cap`` draws per node over the concatenated rows of ``rels`` (one degree per node)."""
+    degs = np.stack([rows.degrees(r, nodes) for r in rels])  # [R, n]
+    ends = np.cumsum(degs, axis=0)
+    slot, off, scale = draw_offsets(ends[-1], cap, node_keys(salt, nodes))
+    which = (off[None, :] >= ends[:, slot]).sum(0)  # relation of each drawn offset
+    out: dict[str, Sampled] = {}
+    for i, r in enumerate(rels):
+        m = which == i
+        s, o = slot[m], off[m] - (ends[i, slot[m]] - degs[i, slot[m]])
+        dst, w = rows.entries(r, nodes[s], o)
+        out[r] = (s, dst, (w * scale[m]).astype(np.float32))
+    return out
+
+
 def sample_blocks(
     seeds: dict[str, np.ndarray | torch.Tensor],
     graph: HeteroGraph,
     layers: int,
     fanout: list[int] | None = None,
     rng: np.random.Generator | None = None,
+    *,
+    fanout_over: str = "relation",
+    max_frontier: int = 0,
+    expand: str = "all",
+    rows: RowSource | None = None,
 ) -> Blocks:
     """Sample ``layers`` hops of neighbourhood blocks around ``seeds``.
 
     Args:
         seeds: ``{node_type: int64[B_t]}`` global ids (repeats allowed, e.g. pos and neg items).
-        graph: the relations to propagate over.
+        graph: the relations to propagate over (names, node types and counts).
         layers: number of hops L.
-        fanout: per-hop cap on neighbours per node and relation; <= 0 / missing = unlimited.
+        fanout: per-hop cap on neighbours per node (per relation, or over all relations with
+            ``fanout_over="union"``); <= 0 / missing = unlimited.
         rng: numpy Generator; seed it from (seed, epoch, global step) (``step_rng``) so every
             rank draws the same neighbours for a node whatever the batch or world size.
+        fanout_over: ``"relation"`` or ``"union"`` (see the module docstring).
+        max_frontier: at most this many sampled neighbours per hop and source type (0 = no cap;
+            at least one per expanded node).
+        expand: ``"all"`` (block-wise propagation) or ``"new"`` (each row once: subgraph).
+        rows: where adjacency rows come from (default: the graph's own CSR).
 
     Example::
 
@@ -183,8 +321,16 @@ def sample_blocks(
         rows = {t: table[t][ids] for t, ids in blocks.input_nodes().items()}
         per_layer = propagate_blocks(blocks, rows)  # L+1 dicts of [S_0[t], D]
     """
+    if fanout_over not in ("relation", "union"):
+        raise ValueError(f"graph.fanout_over: {fanout_over!r} is not one of relation, union")
+    if expand not in ("all", "new"):
+        raise ValueError(f"expand: {expand!r} is not one of all, new")
     rng = rng if rng is not None else np.random.default_rng(0)
-    rels = {r.name: r for r in graph.relations}
+    src_rows: RowSource = rows if rows is not None else LocalRows(graph)
+    rels = {r.name: (r.src, r.dst) for r in graph.relations}
+    by_src: dict[str, list[str]] = {}
+    for n, (s, _) in rels.items():
+        by_src.setdefault(s, []).append(n)
     frontier: dict[str, np.ndarray] = {}
     seed_index: dict[str, torch.Tensor] = {}
     for t, ids in seeds.items():
@@ -194,33 +340,47 @@ def sample_blocks(
             raise ValueError(f"seed ids of {t!r} out of range [0, {graph.num_nodes[t]})")
         uniq, inv = np.unique(arr, return_inverse=True)
         frontier[t] = uniq
-        seed_index[t] = torch.from_numpy(inv.astype(np.int64))
+        seed_index[t] = torch.from_numpy(inv.reshape(-1).astype(np.int64))
+    # one salt per (hop, source type or relation), always drawn in the same order: the same rng
+    # state gives every rank the same per-node samples; expand="new" samples a row once, at
+    # whichever hop reaches it, so there the salts must not depend on the hop
+    keys = sorted(by_src) if fanout_over == "union" else sorted(rels)
+    salts = [{k: int(rng.integers(0, 2**62)) for k in keys} for _ in range(layers)]
+    if expand == "new":
+        salts = [salts[0]] * layers
     frontiers = [frontier]
     blocks: list[dict[str, BlockEdges]] = []
+    done = {t: 0 for t in frontier}  # expand="new": frontier[t][:done[t]] already expanded
     for hop in range(layers):
         cap = _fanout_at(fanout, hop)
-        sampled: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for r in rels.values():
-            # one salt per (hop, relation), drawn whatever the frontier holds: the same rng state
-            # on every rank gives every rank the same per-node samples
-            salt = int(rng.integers(0, 2**62))
-            if r.src not in frontier or len(frontier[r.src]) == 0:
+        sampled: dict[str, Sampled] = {}
+        for t, names in sorted(by_src.items()):
+            lo = done.get(t, 0) if expand == "new" else 0
+            nodes = frontier.get(t, np.zeros(0, np.int64))[lo:]
+            if len(nodes) == 0:
                 continue
-            slot, pos, scale = _gather_edges(r.adj.indptr, frontier[r.src], cap, salt)
-            sampled[r.name] = (slot, r.adj.indices[pos], r.adj.weights[pos] * scale)
+            if fanout_over == "union":
+                got = _sample_union(
+                    src_rows, names, nodes, _capped(cap, len(nodes), max_frontier), salts[hop][t]
+                )
+            else:
+                c = _capped(cap, len(nodes), max_frontier)
+                got = {n: _sample_relation(src_rows, n, nodes, c, salts[hop][n]) for n in names}
+            for n, (slot, dst, w) in got.items():
+                sampled[n] = (slot + lo, dst, w)
+        done = {t: len(v) for t, v in frontier.items()}
         nxt = dict(frontier)
-        for t in {rels[n].dst for n in sampled}:
-            cand = np.concatenate([sampled[n][1] for n in sampled if rels[n].dst == t])
+        for t in sorted({rels[n][1] for n in sampled}):
+            cand = np.unique(np.concatenate([sampled[n][1] for n in sampled if rels[n][1] == t]))
             old = nxt.get(t, np.zeros(0, np.int64))
-            new = np.setdiff1d(np.unique(cand), old, assume_unique=True)
+            new = cand[~np.isin(cand, old)] if len(old) else cand
             nxt[t] = np.concatenate([old, new])
         blk = {}
         for n, (slot, dst, w) in sampled.items():
-            cols = _positions(nxt[rels[n].dst], dst)
             blk[n] = BlockEdges(
-                torch.from_numpy(slot),
-                torch.from_numpy(cols),
-                torch.from_numpy(w.astype(np.float32)),
+                torch.from_numpy(slot.astype(np.int64, copy=False)),
+                torch.from_numpy(_positions(nxt[rels[n][1]], dst)),
+                torch.from_numpy(w),
             )
         blocks.append(blk)
         frontiers.append(nxt)
@@ -228,6 +388,6 @@ def sample_blocks(
     return Blocks(
         frontiers=[{t: torch.from_numpy(v) for t, v in f.items()} for f in frontiers],
         blocks=blocks,
-        relations={n: (r.src, r.dst) for n, r in rels.items()},
+        relations=rels,
         seed_index=seed_index,
     )
