@@ -30,8 +30,10 @@ class DataConfig:
     batch_size: int = 2048  # global batch; each rank takes batch_size // world_size
     num_negatives: int = 1
     eval_batch_size: int = 1024  # users per evaluation step (global)
-    num_workers: int = 0  # DataLoader workers per rank
-    prefetch: int = 2  # batches prepared ahead by the background thread
+    num_workers: int = 0  # > 0: batches are built in a forked worker process per rank
+    prefetch: int = 2  # batches prepared ahead (by the worker process, else a thread)
+    partitions: int = 0  # virtual shards P (0: the bundle manifest's, else 16); P % world == 0
+    shuffle_buffer: int = 262144  # pairs per shuffle window and shard (bounds reader memory)
 
 
 @dataclass
@@ -67,11 +69,12 @@ class EvalConfig:
 
 @dataclass
 class ShardingConfig:
-    default: str = (
-        "row_wise"  # table_wise | row_wise | column_wise | table_row_wise | data_parallel
-    )
-    tables: dict[str, str] = field(default_factory=dict)  # per-table override
+    # auto (TorchRec's planner) | table_wise | row_wise | column_wise | table_row_wise |
+    # data_parallel (every table pinned to that type; the planner only places it)
+    default: str = "auto"
+    tables: dict[str, str] = field(default_factory=dict)  # per-table type, overrides default
     compute_kernel: str = "fused"  # fused | dense
+    memory_per_rank_gb: float = 0.0  # planner's memory per rank; 0 = detected (device or host)
 
 
 @dataclass
@@ -262,6 +265,7 @@ _CHOICES = {
     "train.sparse_optimizer": ("sgd", "adagrad", "rowwise_adagrad", "adam"),
     "train.dense_optimizer": ("adam", "adagrad", "sgd"),
     "sharding.default": (
+        "auto",
         "table_wise",
         "row_wise",
         "column_wise",
@@ -280,9 +284,10 @@ def validate(cfg: Config) -> None:
         if v not in choices:
             raise ConfigError(f"{dotted}: {v!r} is not one of {', '.join(choices)}")
     for t, s in cfg.sharding.tables.items():
-        if s not in _CHOICES["sharding.default"]:
+        if s not in _CHOICES["sharding.default"][1:]:  # a table is pinned to a type, not auto
             raise ConfigError(
-                f"sharding.tables.{t}: {s!r} is not one of {', '.join(_CHOICES['sharding.default'])}"
+                f"sharding.tables.{t}: {s!r} is not one of "
+                f"{', '.join(_CHOICES['sharding.default'][1:])}"
             )
     if cfg.data.batch_size <= 0:
         raise ConfigError(f"data.batch_size: must be positive, got {cfg.data.batch_size}")
