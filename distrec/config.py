@@ -65,6 +65,7 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
     protocol: str = "full"  # full | sampled (fixed candidates from the bundle's eval/ table)
     exclude_train: bool = True
+    auc: bool = True  # false: no AUC (a second chunked pass over the items) at catalogue scale
 
 
 @dataclass

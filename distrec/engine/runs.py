@@ -25,6 +25,7 @@ def _eval(s: Any, split: str, task: str, collect: bool = False, k: int | None = 
         item_chunk=max(s.cfg.data.eval_batch_size, 1),
         collect_topk=collect,
         export_k=k,
+        with_auc=bool(getattr(s.cfg.eval, "auc", True)),
     )
 
 

@@ -3,15 +3,17 @@
 Per evaluation step (one query batch per rank):
 
 1. every rank computes its queries' representations, and they are all-gathered ([B_all, ...]);
-2. every rank scores all B_all queries against its own slice of the item table
-   ([B_all, N_r], N_r = items in [lo_r, hi_r)), masks each query's excluded items (and, for
-   sampled protocols, every item outside its candidate list; a model whose candidate score
-   depends on the candidate, ``target_aware_candidates``, is scored through
-   ``score_candidates`` on its candidates only), keeps a local top-K;
+2. every rank scores all B_all queries against its own slice of the item table (N_r = items in
+   [lo_r, hi_r)) one chunk of items at a time (:mod:`distrec.eval.chunked`: [B_all, chunk]
+   blocks, a running top-K merge), masking each query's excluded items (and, for sampled
+   protocols, every item outside its candidate list; a model whose candidate score depends on
+   the candidate, ``target_aware_candidates``, is scored through ``score_candidates`` on its
+   candidates only);
 3. the local top-K lists are all-gathered and merged (K * world values per query), so no rank
    ever holds the whole item table or the whole score matrix;
-4. AUC: target scores are summed over ranks (each target lives in one slice), each rank counts
-   its slice's negatives below / tied with each target, and the counts are summed.
+4. AUC, only with ``with_auc``: target scores are summed over ranks (each target lives in one
+   slice), each rank counts its slice's negatives below / tied with each target in a second
+   chunked pass, and the counts are summed.
 
 Each rank then computes metrics for its own queries; sums are all-reduced at the end.
 """
@@ -26,6 +28,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distrec.eval.chunked import (
+    ScoreFn,
+    chunked_auc_counts,
+    chunked_target_scores,
+    chunked_topk,
+    multi_interest_scores,
+)
 from distrec.eval.collectives import (
     all_gather_pairs,
     all_gather_rows,
@@ -59,21 +68,24 @@ class EvalResult:
 def compute_item_reps(
     model: RecModel, data: TaskData, lo: int, hi: int, chunk: int, num_items: int, world: int
 ) -> torch.Tensor:
-    """Item reps of [lo, hi) [N_r, ...], in chunks; every rank makes the same number of calls
-    (sharded lookups are collectives) and a rank with nothing left looks up one dummy item."""
+    """Item reps of [lo, hi) [N_r, ...], in chunks written into one preallocated tensor (no
+    list-then-concatenate copy: at 10^7 items the slice is the largest thing a rank holds);
+    every rank makes the same number of calls (sharded lookups are collectives) and a rank with
+    nothing left looks up one dummy item."""
     per = math.ceil(num_items / world)
     steps = max(1, math.ceil(per / chunk))
     device = _model_device(model)
-    reps = []
+    out: torch.Tensor | None = None
     for s in range(steps):
         a, b = lo + s * chunk, min(lo + (s + 1) * chunk, hi)
         ids = torch.arange(a, b) if a < b else torch.zeros(1, dtype=torch.int64)
         r = model.item_reps(data.item_batch(ids).to(device))
+        if out is None:
+            out = r.new_empty((max(hi - lo, 0), *r.shape[1:]))
         if a < b:
-            reps.append(r)
-        elif not reps and s == steps - 1:
-            return r[:0]
-    return torch.cat(reps)
+            out[a - lo : b - lo] = r
+    assert out is not None
+    return out
 
 
 def _model_device(model: RecModel) -> torch.device:
@@ -85,15 +97,6 @@ def _model_device(model: RecModel) -> torch.device:
         if dist.get_backend() == "nccl"
         else torch.device("cpu")
     )
-
-
-def _mask_pairs(mask: torch.Tensor, pairs: torch.Tensor, lo: int, hi: int, value: bool) -> None:
-    """Set mask[row, item - lo] = value for the pairs whose item is in [lo, hi)."""
-    if pairs.numel() == 0:
-        return
-    sel = (pairs[:, 1] >= lo) & (pairs[:, 1] < hi)
-    p = pairs[sel]
-    mask[p[:, 0], p[:, 1] - lo] = value
 
 
 @torch.no_grad()
@@ -109,10 +112,15 @@ def evaluate_split(
     collect_topk: bool = False,
     export_k: int | None = None,
     progress: Iterator[None] | None = None,
+    with_auc: bool = True,
+    score_chunk: int | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` (its sharded submodules in place) on ``split`` over all ranks.
 
     Must be called on every rank. ``export_k`` widens the kept list for export (default max(ks)).
+    ``item_chunk``: items per representation lookup; ``score_chunk``: items per scored block
+    (default: about 2^24 / queries); ``with_auc=False`` skips AUC (a second chunked pass) and
+    leaves it out of the metrics.
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     was_training = model.training
@@ -121,18 +129,21 @@ def evaluate_split(
     lo, hi = item_slice(num_items, rank, world)
     items = compute_item_reps(model, data, lo, hi, item_chunk, num_items, world)  # [N_r, D]
     kmax = max(max(ks), export_k or 0)
-    names = metric_names(ks)
+    names = metric_names(ks, with_auc=with_auc)
     sums = torch.zeros(len(names), dtype=torch.float64)
     count = torch.zeros(1, dtype=torch.float64)
     out = EvalResult(metrics={}, num_queries=0)
     for q in data.eval_queries(split, task):
-        top_items, top_scores, auc = _score_step(model, q, items, lo, hi, kmax, task)
+        top_items, top_scores, auc = _score_step(
+            model, q, items, lo, hi, kmax, task, with_auc, score_chunk
+        )
         b = len(q.targets)
         per_query = ranking_metrics(top_items, q.targets, ks)
-        for j, n in enumerate(names[:-1]):
+        for j, n in enumerate(metric_names(ks, with_auc=False)):
             sums[j] += float(per_query[n].sum())
         has_t = [len(t) > 0 for t in q.targets]
-        sums[-1] += float(auc[np.array(has_t, dtype=bool)].sum()) if b else 0.0
+        if with_auc and b:
+            sums[-1] += float(auc[np.array(has_t, dtype=bool)].sum())
         count += sum(has_t)
         if collect_topk and b:
             out.ids.append(q.ids.cpu().numpy().astype(np.int64))
@@ -158,14 +169,15 @@ def _score_step(
     hi: int,
     kmax: int,
     task: str,
+    with_auc: bool = True,
+    score_chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One evaluation step; returns this rank's queries' merged top-K items [b, K], their scores
-    and per-query AUC [b]."""
+    and per-query AUC [b] (zeros without ``with_auc``)."""
     world = dist.get_world_size()
     rank = dist.get_rank()
     qrep = model.query(q.batch.to(items.device), task)  # [b, ...]
     b = len(q.targets)
-    # scores and masks are built on the CPU (they are [B_all, N_r] per step, not the table)
     all_q, sizes = all_gather_rows(qrep[:b].float().cpu())
     off = sum(sizes[:rank])
     n_all, n_r = all_q.shape[0], hi - lo
@@ -176,28 +188,22 @@ def _score_step(
     cand = None
     if int(has_cand.item()):
         cand = all_gather_pairs(q.candidates or [[] for _ in range(b)], off)
+    include = None if cand is None else torch.cat([cand, tgt])
+    q_dev = all_q.to(items.device)
     if n_r > 0 and cand is not None and getattr(model, "target_aware_candidates", False):
-        scores = _candidate_scores(model, all_q.to(items.device), items, cand, tgt, lo, hi, task)
-    elif n_r > 0:
-        # [B_all, N_r]
-        scores = model.score(all_q.to(items.device), items.float(), task).float().cpu()
+        # sampled protocol, candidate-dependent scores: [B_all, N_r] with -inf off the candidates
+        full = _candidate_scores(model, q_dev, items, cand, tgt, lo, hi, task)
+
+        def score_fn(offset: int, reps: torch.Tensor) -> torch.Tensor:
+            return full[:, offset - lo : offset - lo + reps.shape[0]]
     else:
-        scores = torch.zeros((n_all, 0))
-    ranked = torch.ones_like(scores, dtype=torch.bool)  # items that take part in the ranking
-    if cand is not None:
-        ranked.zero_()
-        _mask_pairs(ranked, cand, lo, hi, True)
-        _mask_pairs(ranked, tgt, lo, hi, True)
-    _mask_pairs(ranked, excl, lo, hi, False)
-    masked = scores.masked_fill(~ranked, float("-inf"))
-    k_loc = min(kmax, n_r)
-    vals = torch.full((n_all, kmax), float("-inf"))
-    idx = torch.full((n_all, kmax), -1, dtype=torch.int64)
-    if k_loc > 0:
-        # a stable sort (not topk) so that ties go to the lower item id on every rank: the lists
-        # are then the same whatever the world size
-        v, i = masked.sort(dim=1, descending=True, stable=True)
-        vals[:, :k_loc], idx[:, :k_loc] = v[:, :k_loc], i[:, :k_loc] + lo
+
+        def score_fn(offset: int, reps: torch.Tensor) -> torch.Tensor:
+            return model.score(q_dev, reps.float(), task)
+
+    vals, idx = chunked_topk(
+        score_fn, items, lo, n_all, kmax, chunk=score_chunk, exclude=excl, include=include
+    )
     if world > 1:
         gv, gi = all_gather_same(vals), all_gather_same(idx)
         vals, idx = torch.cat(gv, dim=1), torch.cat(gi, dim=1)  # [B_all, K * world]
@@ -206,7 +212,10 @@ def _score_step(
         vals, idx = v[:, :kmax], idx.gather(1, pos[:, :kmax])
     idx[torch.isneginf(vals)] = -1
     mine = slice(off, off + b)
-    auc = _auc(scores, ranked, tgt, lo, hi, n_all)[mine]
+    if with_auc:
+        auc = _auc(score_fn, items, lo, tgt, excl, include, n_all, score_chunk)[mine]
+    else:
+        auc = np.zeros(b)
     return idx[mine].numpy(), vals[mine].numpy(), auc
 
 
@@ -246,29 +255,24 @@ def _candidate_scores(
 
 
 def _auc(
-    scores: torch.Tensor, ranked: torch.Tensor, tgt: torch.Tensor, lo: int, hi: int, n_all: int
+    score_fn: ScoreFn,
+    items: torch.Tensor,
+    lo: int,
+    tgt: torch.Tensor,
+    excl: torch.Tensor,
+    include: torch.Tensor | None,
+    n_all: int,
+    chunk: int | None,
 ) -> np.ndarray:
-    """Per-query AUC [B_all] (0 where a query has no target) from all ranks' slices."""
+    """Per-query AUC [B_all] (0 where a query has no target) from all ranks' slices: target
+    scores summed over ranks (each target lives in one slice), then each rank's counts of
+    negatives below / tied with each target, summed."""
     p = tgt.shape[0]
-    tscore = torch.zeros(p, dtype=torch.float64)
-    in_slice = (tgt[:, 1] >= lo) & (tgt[:, 1] < hi)
-    if p:
-        loc = tgt[in_slice]
-        tscore[in_slice] = scores[loc[:, 0], loc[:, 1] - lo].double()
-    all_reduce_sum(tscore)  # each target's score comes from the one rank owning its item
-    neg = ranked.clone()
-    _mask_pairs(neg, tgt, lo, hi, False)  # targets are not negatives of their own query
-    counts = torch.zeros((p, 3), dtype=torch.float64)  # less, ties, negatives
-    if p and scores.shape[1]:
-        srt = scores.double().masked_fill(~neg, float("inf")).sort(dim=1).values
-        rows = tgt[:, 0]
-        s_rows = srt[rows]  # [P, N_r]
-        t = tscore.unsqueeze(1)
-        left = torch.searchsorted(s_rows, t, right=False).squeeze(1).double()
-        right = torch.searchsorted(s_rows, t, right=True).squeeze(1).double()
-        counts[:, 0] = left
-        counts[:, 1] = right - left
-        counts[:, 2] = neg.sum(1).double()[rows]
+    tscore = chunked_target_scores(score_fn, items, lo, tgt)
+    all_reduce_sum(tscore)
+    counts = chunked_auc_counts(
+        score_fn, items, lo, tgt, tscore, chunk=chunk, exclude=excl, include=include
+    )
     all_reduce_sum(counts)
     pair_auc = (counts[:, 0] + 0.5 * counts[:, 1]) / counts[:, 2].clamp(min=1)
     auc_sum = torch.zeros(n_all, dtype=torch.float64)
@@ -279,4 +283,13 @@ def _auc(
     return (auc_sum / n_t.clamp(min=1)).numpy()
 
 
-__all__ = ["EvalResult", "compute_item_reps", "evaluate_split", "item_slice", "lists_to_pairs"]
+__all__ = [
+    "EvalResult",
+    "ScoreFn",
+    "chunked_topk",
+    "compute_item_reps",
+    "evaluate_split",
+    "item_slice",
+    "lists_to_pairs",
+    "multi_interest_scores",
+]

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F_
 from torch import nn
 
+from distrec.eval.chunked import multi_interest_scores
+
 
 def squash(m: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     """Capsule squash ``v = |m|^2 / (|m|^2 + 1) * m / |m|`` along the last dim; |v| < 1."""
@@ -119,10 +121,9 @@ def score_items(query: torch.Tensor, items: torch.Tensor, readout: str) -> torch
     items [N, D] -> [B, N] (full ranking) or items [B, C, D] -> [B, C] (per-sample candidates).
     Sum over interests for eq. (5) (``query`` already holds a_f * m_f), max for ComiRec.
     """
-    if items.dim() == 2:
-        per = torch.einsum("bfd,nd->bfn", query, items)
-    else:
-        per = torch.einsum("bfd,bcd->bfc", query, items)
+    if items.dim() == 2:  # full ranking: never build [B, F, N] (chunked evaluation)
+        return multi_interest_scores(query, items, "max" if readout == "max" else "sum")
+    per = torch.einsum("bfd,bcd->bfc", query, items)
     return per.max(dim=1).values if readout == "max" else per.sum(dim=1)
 
 
