@@ -41,6 +41,8 @@ class GraphConfig:
     mode: str = "full"  # full | sampled
     layers: int = 3
     fanout: list[int] = field(default_factory=list)  # per hop; empty or -1 = unlimited
+    fanout_over: str = "relation"  # sampled: fanout per relation, or per node over their union
+    max_frontier: int = 0  # sampled: at most this many draws per hop and node type (0 = no cap)
 
 
 @dataclass
@@ -262,6 +264,7 @@ def load_config(
 
 _CHOICES = {
     "graph.mode": ("full", "sampled"),
+    "graph.fanout_over": ("relation", "union"),
     "eval.protocol": ("full", "sampled"),
     "train.sparse_optimizer": ("sgd", "adagrad", "rowwise_adagrad", "adam"),
     "train.dense_optimizer": ("adam", "adagrad", "sgd"),

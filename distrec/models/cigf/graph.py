@@ -4,8 +4,9 @@ Node ids: users ``0..M-1`` then items ``M..M+N-1`` (n = M + N), so ``A^k`` of eq
 square CSR ``[[0, Y^k], [Y^k^T, 0]]`` built from the bundle's ``ui.<b>`` / ``iu.<b>`` graphs and
 their symmetric normalisation ``1/sqrt(deg_u deg_i)``.
 
-Sampled mode: the seeds' L-hop neighbourhood over the union of all behaviors, each node's row
-sampled once per step (``fanout[d]`` neighbours per behavior for nodes first reached at depth
+Sampled mode: the seeds' L-hop neighbourhood over the union of all behaviors, drawn by the one
+sampler (:mod:`distrec.graph.sampler`, ``expand="new"``): each node's row sampled once per step
+(``fanout[d]`` neighbours over all behaviors, or per behavior, for nodes first reached at depth
 d, weights rescaled by ``deg / fanout`` so each hop stays unbiased). Rows exist for nodes within
 L - 1 hops, which is exactly what CIGCN needs: layer l is exact at nodes within L - l hops, and
 the seeds are at depth 0. With unlimited fanout the result equals full-graph propagation.
@@ -24,6 +25,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
 from distrec.data.schema import iu_graph, ui_graph
+from distrec.graph.adjacency import HeteroGraph, Relation
+from distrec.graph.sampler import sample_blocks
 
 
 def node_adjacency(ui: Csr, iu: Csr) -> Csr:
@@ -108,65 +111,59 @@ class Subgraph:
         return np.searchsorted(self.nodes, global_ids)
 
 
-def _gather_rows(
-    adj: Csr, frontier: np.ndarray, fanout: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edges (src, dst, w) of the ``frontier`` rows, at most ``fanout`` per row (< 0: all)."""
-    starts = adj.indptr[frontier]
-    deg = adj.indptr[frontier + 1] - starts
-    total = int(deg.sum())
-    if total == 0:
-        e = np.zeros(0, dtype=np.int64)
-        return e, e, np.zeros(0, dtype=np.float32)
-    row_pos = np.repeat(np.arange(frontier.shape[0]), deg)
-    first = np.cumsum(deg) - deg
-    offs = np.arange(total) - np.repeat(first, deg)
-    eidx = np.repeat(starts, deg) + offs
-    w = adj.weights[eidx].astype(np.float32)
-    if fanout >= 0 and (deg > fanout).any():
-        # a random rank within each row; keep ranks < fanout (sampling without replacement)
-        key = rng.random(total)
-        order = np.lexsort((key, row_pos))
-        rank = np.empty(total, dtype=np.int64)
-        rank[order] = offs  # row_pos is sorted, so the lexsort keeps rows contiguous
-        keep = rank < fanout
-        scale = (deg / np.minimum(deg, fanout).clip(min=1)).astype(np.float32)
-        w = w * scale[row_pos]
-        eidx, row_pos, w = eidx[keep], row_pos[keep], w[keep]
-    return frontier[row_pos], adj.indices[eidx], w
+def behavior_graph(adjs: list[Csr]) -> HeteroGraph:
+    """The K behavior adjacencies as one :class:`HeteroGraph` over node type ``node`` (relation
+    ``b<j>`` = behavior j), what :func:`distrec.graph.sampler.sample_blocks` samples from."""
+    n = adjs[0].num_src if adjs else 0
+    return HeteroGraph(
+        {"node": n}, [Relation(f"b{j}", "node", "node", a) for j, a in enumerate(adjs)]
+    )
 
 
 def sample_subgraph(
-    adjs: list[Csr],
+    graph: HeteroGraph | list[Csr],
     seeds: np.ndarray,
     layers: int,
     fanout: list[int] | None,
     rng: np.random.Generator,
+    fanout_over: str = "relation",
+    max_frontier: int = 0,
 ) -> Subgraph:
-    """The ``layers``-hop neighbourhood of ``seeds`` (global node ids) over all behaviors."""
-    seeds = np.unique(np.asarray(seeds, dtype=np.int64))
-    visited, frontier = seeds, seeds
+    """The ``layers``-hop neighbourhood of ``seeds`` (global node ids) over all behaviors, drawn
+    by the one sampler (``expand="new"``: each node's row sampled once, at the hop that reaches
+    it; a node's draws depend only on (rng, node), so a rank sampling its own slice of a batch
+    gets the edges a single rank would). ``fanout[d]``: neighbours per node at hop d, over the
+    union of behaviors (``fanout_over="union"``) or per behavior; <= 0 = all; CIGF's rule: the
+    last entry repeats for deeper hops. ``graph``: :func:`behavior_graph` (or its adjacencies)."""
+    if not isinstance(graph, HeteroGraph):
+        graph = behavior_graph(graph)
+    caps = list(fanout or [])
+    caps = caps + caps[-1:] * (layers - len(caps)) if caps else []
+    blocks = sample_blocks(
+        {"node": np.asarray(seeds, dtype=np.int64)},
+        graph,
+        layers,
+        caps,
+        rng,
+        fanout_over=fanout_over,
+        max_frontier=max_frontier,
+        expand="new",
+    )
+    found = blocks.input_nodes()["node"].numpy()
+    order = np.argsort(found, kind="stable")  # Subgraph keeps its nodes sorted (users first)
+    slot = np.empty_like(order)
+    slot[order] = np.arange(len(order))
     rows, cols, ws, behs = [], [], [], []
-    for depth in range(layers):
-        f = -1 if not fanout else int(fanout[min(depth, len(fanout) - 1)])
-        reached = []
-        for j, adj in enumerate(adjs):
-            r, c, w = _gather_rows(adj, frontier, f, rng)
-            rows.append(r)
-            cols.append(c)
-            ws.append(w)
-            behs.append(np.full(r.shape[0], j, dtype=np.int64))
-            reached.append(c)
-        new = np.setdiff1d(np.concatenate(reached), visited)  # sorted, unique
-        visited = np.union1d(visited, new)
-        frontier = new
-    nodes = visited
+    for name, (r, c, w) in blocks.subgraph().items():
+        rows.append(slot[r.numpy()])
+        cols.append(slot[c.numpy()])
+        ws.append(w.numpy())
+        behs.append(np.full(len(r), int(name[1:]), dtype=np.int64))
     cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-    r_all, c_all = cat(rows, np.int64), cat(cols, np.int64)
     return Subgraph(
-        nodes=nodes,
-        rows=np.searchsorted(nodes, r_all),
-        cols=np.searchsorted(nodes, c_all),
+        nodes=found[order],
+        rows=cat(rows, np.int64),
+        cols=cat(cols, np.int64),
         weights=cat(ws, np.float32),
         behavior=cat(behs, np.int64),
     )
