@@ -43,6 +43,9 @@ class GraphConfig:
     fanout: list[int] = field(default_factory=list)  # per hop; empty or -1 = unlimited
     fanout_over: str = "relation"  # sampled: fanout per relation, or per node over their union
     max_frontier: int = 0  # sampled: at most this many draws per hop and node type (0 = no cap)
+    # full mode: "owned" = each rank propagates its own rows (halo all-to-all); "replicated" =
+    # every rank looks up every row and propagates the whole graph (small graphs only)
+    partition: str = "owned"
 
 
 @dataclass
@@ -265,6 +268,7 @@ def load_config(
 _CHOICES = {
     "graph.mode": ("full", "sampled"),
     "graph.fanout_over": ("relation", "union"),
+    "graph.partition": ("owned", "replicated"),
     "eval.protocol": ("full", "sampled"),
     "train.sparse_optimizer": ("sgd", "adagrad", "rowwise_adagrad", "adam"),
     "train.dense_optimizer": ("adam", "adagrad", "sgd"),

@@ -18,6 +18,7 @@ from torch import nn
 from distrec.config import Config, dump_yaml, load_config
 from distrec.data.schema import Manifest
 from distrec.distributed.env import DistEnv, init_distributed, setup_logging
+from distrec.distributed.exchange import make_exchange
 from distrec.distributed.init import init_tables, table_specs
 from distrec.distributed.sharding import (
     build_optimizer,
@@ -107,6 +108,8 @@ def build_session(
     else:  # nothing to shard (e.g. Popularity): plain module
         model = spec.build_model(cfg, manifest, env.device)
         wrapped = inner = model
+    if hasattr(inner, "set_exchange"):  # graph models: rows of other ranks move through it
+        inner.set_exchange(make_exchange())
     data = spec.build_data(cfg, cfg.data.bundle, env.rank, env.world_size)
     return Session(cfg, env, spec, manifest, inner, wrapped, optimizer, data, features, log)
 

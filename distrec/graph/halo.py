@@ -17,6 +17,7 @@ Shapes: n_local rows owned by this rank, H halo rows, F feature width, m request
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ import torch
 
 from distrec.data.csr import Csr
 from distrec.graph.partition import NodePartition
+
+# CSR products are stable in the torch versions used here (bench/propagate_kernels.py checks them
+# against COO); the beta notice would print on every rank.
+warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
 
 
 class Exchange:
@@ -174,8 +179,9 @@ class PartitionedGraph:
 
     ``relations``: K lists of ``(src type, dst type, Csr [N_src, N_dst])`` pieces; piece
     ``(s, d, A)`` puts ``A``'s rows of this rank's type-``s`` nodes into local rows and its
-    columns at type ``d``'s flat ids. A LightGCN layer is one matrix of two pieces
-    (``ui``, ``iu``); CIGF has K matrices of one ``(node, node)`` piece each.
+    columns at type ``d``'s flat ids; ``("*", "*", A)`` is a whole flat-space matrix
+    [total, total]. A LightGCN layer is one matrix of two pieces (``ui``, ``iu``); CIGF has K
+    flat matrices (users then items).
 
     Collective to build (the halo plan). ``matmul(h_local)`` -> K products [n_local, F], one
     fetch of ``h``'s halo shared by all K.
@@ -195,11 +201,14 @@ class PartitionedGraph:
         for pieces in relations:
             rows_l, cols_l, w_l = [], [], []
             for s, d, adj in pieces:
-                lo, hi = part.range(s)
-                r, c, w = local_rows(adj, lo, hi)
-                rows_l.append(r + int(part.local_index(s, torch.tensor([lo]))[0]))
-                cols_l.append(c + part.offsets[d])
-                w_l.append(w)
+                typed = [(s, d)] if s != "*" else [(t, "*") for t in part.types]
+                for src, dst in typed:
+                    lo, hi = part.range(src)
+                    row0 = part.offsets[src] if s == "*" else 0
+                    r, c, w = local_rows(adj, row0 + lo, row0 + hi)
+                    rows_l.append(r + int(part.local_index(src, torch.tensor([lo]))[0]))
+                    cols_l.append(c + (0 if dst == "*" else part.offsets[dst]))
+                    w_l.append(w)
             edges.append(
                 tuple(np.concatenate(x) if x else np.zeros(0) for x in (rows_l, cols_l, w_l))
             )

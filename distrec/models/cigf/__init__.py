@@ -34,6 +34,7 @@ def build_model(cfg: Any, manifest: Any, device: torch.device) -> Cigf:
         adjs=adjs,
         l2=cfg.train.l2,
         device=device,
+        partition=cfg.graph.partition,
     )
 
 

@@ -12,6 +12,12 @@ Training batch (``Batch.dense``; node ids in the lookup's node space, users firs
 ``adj_rows/adj_cols/adj_w/adj_beh`` [E]. Loss: sum over behaviors of BPR (eq. 17), each term a
 sum over the batch divided by B so rank-local losses average to the global one, plus L2 on the
 batch's initial embeddings.
+
+Full mode with ``partition="owned"`` (the default): each rank looks up only the users and items it
+owns, runs CIGCN on its own rows (every sparse product through
+:class:`distrec.graph.halo.PartitionedGraph`, the halo fetched from the owners, K products per
+fetch) and gathers the batch's rows from their owners; evaluation keeps the propagated rows
+partitioned. ``partition="replicated"``: every rank looks up and propagates the whole graph.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from distrec.data.csr import Csr
+from distrec.graph.halo import Exchange, PartitionedGraph, gather_rows
+from distrec.graph.partition import NodePartition
 from distrec.models.api import Batch, RecModel
 from distrec.models.cigf.attention import BehaviorAttention
 from distrec.models.cigf.config import CigfConfig
@@ -54,9 +62,16 @@ class Cigf(RecModel):
         adjs: list[Csr] | None,
         l2: float = 1e-4,
         device: torch.device | None = None,
+        partition: str = "owned",
     ) -> None:
         super().__init__()
         cfg.validate()
+        if partition not in ("owned", "replicated"):
+            raise ValueError(f"graph.partition: {partition!r} is not one of owned, replicated")
+        self.partition = partition
+        self.exchange = Exchange()
+        self._pg: PartitionedGraph | None = None
+        self._part: NodePartition | None = None
         self.cfg = cfg
         self.num_users, self.num_items = num_users, num_items
         self.behaviors = list(behaviors)
@@ -112,6 +127,54 @@ class Cigf(RecModel):
         self._cache: torch.Tensor | None = None  # [K, n, D] full-graph reps for evaluation
 
     # ----------------------------------------------------------------- pieces
+    def set_exchange(self, exchange: Exchange) -> None:
+        """Use ``exchange`` for the rows of other ranks (the session sets the multi-rank one)."""
+        self.exchange, self._pg, self._part, self._cache = exchange, None, None, None
+
+    def _owned(self, device: torch.device) -> tuple[NodePartition, PartitionedGraph]:
+        """This rank's rows of the K graphs and their halo plan, built once (collective)."""
+        if self._pg is None or self._pg.halo.send_idx.device != device:
+            if self._adjs_cpu is None:
+                raise RuntimeError("CIGF owned full mode needs the full-mode adjacencies")
+            ex = self.exchange
+            part = NodePartition(
+                {"user": self.num_users, "item": self.num_items}, ex.world, ex.rank
+            )
+            pieces = [[("*", "*", a)] for a in self._adjs_cpu]
+            self._part, self._pg = part, PartitionedGraph(part, pieces, ex, device)
+            kjt, n_nodes = node_kjt(
+                part.own("user").numpy(), part.own("item").numpy(), max(part.blocks.values())
+            )
+            self._own_batch = Batch(sparse={"ebc": kjt}, dense={"n_nodes": n_nodes}).to(device)
+        assert self._part is not None
+        return self._part, self._pg
+
+    def _own_reps(self, device: torch.device) -> tuple[NodePartition, torch.Tensor, torch.Tensor]:
+        """Owned full mode: (partition, ego [n_local, D], reps [K, n_local, D]) of own nodes."""
+        part, pg = self._owned(device)
+        ego = self._ego(self._own_batch)  # own users, then own items: the local order
+        alpha = self.attention(ego) if self.attention is not None else None
+        return part, ego, cigcn(ego, pg.matmul, self.layers, alpha, self.k)
+
+    def _owned_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Batch]:
+        """The batch's rows gathered from their owners: (ego [m, D], reps [K, m, D], the batch
+        with ``user`` / ``pos`` / ``neg`` renumbered to rows of those)."""
+        u, pos, neg = batch.dense["user"], batch.dense["pos"], batch.dense["neg"]
+        part, ego, reps = self._own_reps(u.device)
+        kb, n_local, d = reps.shape
+        local = torch.cat([reps.permute(1, 0, 2).reshape(n_local, kb * d), ego], 1)
+        flat = torch.cat([u, pos.reshape(-1), neg.reshape(-1)])
+        rows = gather_rows(part, self.exchange, local, flat)  # [m, K*D + D]
+        m = rows.shape[0]
+        reps_b = rows[:, : kb * d].reshape(m, kb, d).permute(1, 0, 2)
+        b = u.shape[0]
+        at = torch.arange(m, device=u.device)
+        dense = dict(batch.dense)
+        dense["user"] = at[:b]
+        dense["pos"] = at[b : b + pos.numel()].reshape(pos.shape)
+        dense["neg"] = at[b + pos.numel() :].reshape(neg.shape)
+        return rows[:, kb * d :], reps_b, Batch(sparse=batch.sparse, dense=dense, size=batch.size)
+
     def _device(self) -> torch.device:
         return next(self.head.parameters()).device
 
@@ -145,7 +208,10 @@ class Cigf(RecModel):
     # --------------------------------------------------------------- training
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self._cache = None  # parameters are about to change
-        ego, reps = self._reps(batch)
+        if self.partition == "owned" and "adj_rows" not in batch.dense:
+            ego, reps, batch = self._owned_batch(batch)
+        else:
+            ego, reps = self._reps(batch)
         u, pos, neg = batch.dense["user"], batch.dense["pos"], batch.dense["neg"]
         mask = batch.dense["mask"].to(ego.dtype)
         b = max(int(u.shape[0]), 1)
@@ -177,6 +243,12 @@ class Cigf(RecModel):
         if self._adjs_cpu is None:
             return
         dev = self._device()
+        if self.partition == "owned":
+            with torch.no_grad():
+                _, _, reps = self._own_reps(dev)
+            # [n_local, K*D]: this rank's rows only, already in the query / item_reps layout
+            self._cache = reps.permute(1, 0, 2).reshape(reps.shape[1], -1)
+            return
         kjt, n_nodes = node_kjt(np.arange(self.num_users), np.arange(self.num_items))
         batch = Batch(sparse={"ebc": kjt}, dense={"n_nodes": n_nodes}).to(dev)
         with torch.no_grad():
@@ -190,8 +262,12 @@ class Cigf(RecModel):
             if self._cache is None:
                 self.prepare_eval()
             assert self._cache is not None
-            ids = batch.sparse["ebc"][key].values().to(self._cache.device)
-            sel = self._cache[:, ids + offset]
+            ids = batch.sparse["ebc"][key].values()
+            if self.partition == "owned":
+                assert self._part is not None
+                flat = ids.cpu() + offset
+                return gather_rows(self._part, self.exchange, self._cache, flat)
+            sel = self._cache[:, ids.to(self._cache.device) + offset]
         return sel.permute(1, 0, 2).reshape(sel.shape[1], -1)  # [B, K*D]
 
     def query(self, batch: Batch, task: str = "user") -> torch.Tensor:

@@ -16,7 +16,14 @@ Shapes: n nodes (users then items, or a sampled subgraph), D dim, K behaviors, L
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+#: ``x`` [n, F] -> ``[A^j @ x for j in 0..K-1]``: one product per behavior graph. Partitioned full
+#: mode passes :meth:`distrec.graph.halo.PartitionedGraph.matmul` (this rank's rows, one halo
+#: fetch for all K); otherwise :func:`products` over whole sparse matrices.
+Products = Callable[[torch.Tensor], list[torch.Tensor]]
 
 
 def spmm(adj: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -24,32 +31,48 @@ def spmm(adj: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     return torch.sparse.mm(adj, dense)
 
 
+def products(adjs: list[torch.Tensor]) -> Products:
+    """:data:`Products` of whole sparse matrices ``adjs`` (K of [n, n])."""
+    return lambda x: [spmm(a, x) for a in adjs]
+
+
 def cigcn(
     ego: torch.Tensor,
-    adjs: list[torch.Tensor],
+    adjs: list[torch.Tensor] | Products,
     layers: int,
     alpha: torch.Tensor | None,
+    num_behaviors: int | None = None,
 ) -> torch.Tensor:
     """K representations of every node: ``[K, n, D]``.
 
     ``ego``: initial embeddings [n, D]; ``adjs``: K normalised sparse adjacencies [n, n] (target
-    behavior last); ``alpha``: attention ``[K, L - 1, n, K]`` or None for behavior-specific
-    propagation ``B_k^l = (A^k)^l`` (the "w/o CIGCN" ablation).
+    behavior last), or their :data:`Products` (then pass ``num_behaviors``); ``alpha``: attention
+    ``[K, L - 1, n, K]`` or None for behavior-specific propagation ``B_k^l = (A^k)^l`` (the
+    "w/o CIGCN" ablation). Under partitioned products ``n`` is this rank's own nodes.
     """
-    k_beh = len(adjs)
+    if callable(adjs):
+        prod, k_beh = adjs, int(num_behaviors or 0)
+    else:
+        prod, k_beh = products(adjs), len(adjs)
     n, d = ego.shape
     if layers == 0:
         return ego.unsqueeze(0).expand(k_beh, n, d)
-    z = torch.stack([spmm(a, ego) for a in adjs])  # [K, n, D]: layer 1, A^k x
+    z = torch.stack(prod(ego))  # [K, n, D]: layer 1, A^k x
     prev = ego.unsqueeze(0) + z
     total = ego.unsqueeze(0) + prev
     for hop in range(layers - 1):
-        if alpha is None:
+        if alpha is None and not callable(adjs):
             z = torch.stack([spmm(adjs[k], z[k]) for k in range(k_beh)])
+            prev = prev + z
+            total = total + prev
+            continue
+        # every start behavior k at once: each A^j multiplies all K running vectors (one halo
+        # fetch of [n, K*D] under partitioned products)
+        zf = z.permute(1, 0, 2).reshape(n, k_beh * d)
+        p = torch.stack(prod(zf)).reshape(k_beh, n, k_beh, d)  # [j, n, k, D]: A^j z_k
+        if alpha is None:
+            z = torch.stack([p[k, :, k] for k in range(k_beh)])
         else:
-            # every start behavior k at once: each A^j multiplies all K running vectors
-            zf = z.permute(1, 0, 2).reshape(n, k_beh * d)
-            p = torch.stack([spmm(a, zf) for a in adjs]).reshape(k_beh, n, k_beh, d)
             z = torch.einsum("knj,jnkd->knd", alpha[:, hop], p)
         prev = prev + z
         total = total + prev

@@ -18,7 +18,14 @@ def build_model(cfg: Any, manifest: Any, device: torch.device) -> LightGCN:
     graph = bipartite_from_bundle(
         Bundle(cfg.data.bundle), cfg.model.behavior or None, renormalize=cfg.model.renormalize
     )
-    return LightGCN(cfg.model, graph, layers=cfg.graph.layers, l2=cfg.train.l2, device=device)
+    return LightGCN(
+        cfg.model,
+        graph,
+        layers=cfg.graph.layers,
+        l2=cfg.train.l2,
+        device=device,
+        partition=cfg.graph.partition,
+    )
 
 
 def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> Any:

@@ -7,12 +7,22 @@ EmbeddingBagCollection (sum pooling, one id per bag), so DistributedModelParalle
 
 Both graph modes share this code path; the batch decides (see ``distrec.models.lightgcn.data``):
 
-* ``full``: the batch fetches every row (TorchRec brings each from its owner) and
-  :func:`propagate_full` runs over the whole graph;
+* ``full`` (``partition="owned"``, the default): each rank looks up only the rows it owns (its
+  local shard under row-wise sharding), :func:`propagate_partitioned` computes its own rows of
+  every layer with the halo fetched from the owners, and the batch's final rows are gathered
+  from their owners: per-rank cost O(E/W * D) plus the halo, whatever the batch;
+* ``full`` with ``partition="replicated"`` (small graphs): the batch fetches every row and
+  :func:`propagate_full` runs over the whole graph on every rank;
 * ``sampled``: the batch fetches only the outermost frontier of its blocks and
   :func:`propagate_blocks` applies them.
 
-Evaluation always uses exact full propagation, computed once in ``prepare_eval``.
+Evaluation always uses exact full propagation, computed once in ``prepare_eval``; owned, each
+rank keeps only its own rows and ``query`` / ``item_reps`` gather the requested rows from their
+owners (collectives: the evaluation loop calls them on every rank together).
+
+The cross-rank parts go through an injected :class:`distrec.graph.halo.Exchange`
+(:meth:`LightGCN.set_exchange`, done by the engine's session); the default is the one-process
+identity, so this stays single-device code.
 """
 
 from __future__ import annotations
@@ -26,7 +36,15 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.graph.adjacency import HeteroGraph
-from distrec.graph.propagate import Embeddings, combine_layers, propagate_blocks, propagate_full
+from distrec.graph.halo import Exchange, PartitionedGraph, gather_rows
+from distrec.graph.partition import NodePartition
+from distrec.graph.propagate import (
+    Embeddings,
+    combine_layers,
+    propagate_blocks,
+    propagate_full,
+    propagate_partitioned,
+)
 from distrec.graph.sampler import Blocks
 from distrec.models.api import Batch, RecModel
 from distrec.models.lightgcn.data import lookup_kjt
@@ -62,9 +80,16 @@ class LightGCN(RecModel):
         layers: int = 3,
         l2: float = 1e-4,
         device: torch.device | None = None,
+        partition: str = "owned",
     ) -> None:
         super().__init__()
+        if partition not in ("owned", "replicated"):
+            raise ValueError(f"graph.partition: {partition!r} is not one of owned, replicated")
         self.layers, self.l2 = layers, l2
+        self.partition = partition
+        self.exchange = Exchange()
+        self._pg: PartitionedGraph | None = None
+        self._part: NodePartition | None = None
         self.num_users, self.num_items = graph.num_nodes["user"], graph.num_nodes["item"]
         self.relations = {r.name: (r.src, r.dst) for r in graph.relations}
         # Plain attributes, not buffers: DDP must not broadcast them, checkpoints need not hold them.
@@ -100,6 +125,34 @@ class LightGCN(RecModel):
         )
 
     # ------------------------------------------------------------------ pieces
+    def set_exchange(self, exchange: Exchange) -> None:
+        """Use ``exchange`` for the rows of other ranks (the session sets the multi-rank one)."""
+        self.exchange, self._pg, self._part, self._cache = exchange, None, None, None
+
+    def _owned(self, device: torch.device) -> tuple[NodePartition, PartitionedGraph]:
+        """This rank's adjacency rows and halo plan, built once (collective)."""
+        if self._pg is None or self._pg.halo.send_idx.device != device:
+            ex = self.exchange
+            part = NodePartition(
+                {"user": self.num_users, "item": self.num_items}, ex.world, ex.rank
+            )
+            rel = {r.name: r for r in self._graph.relations}
+            pieces = [("user", "item", rel["ui"].adj), ("item", "user", rel["iu"].adj)]
+            self._part, self._pg = part, PartitionedGraph(part, [pieces], ex, device)
+            users, items = part.own("user"), part.own("item")
+            stride = max(part.blocks.values())  # the same bag count on every rank
+            self._own_kjt = lookup_kjt(users, items, stride).to(device)
+            self._own_n = torch.tensor([len(users), len(items)])
+        assert self._part is not None
+        return self._part, self._pg
+
+    def _own_rows(self, device: torch.device) -> tuple[NodePartition, list[torch.Tensor]]:
+        """Owned full propagation: every layer's rows of this rank's nodes, [n_local, D] each."""
+        part, pg = self._owned(device)
+        emb0 = self._lookup(self._own_kjt, self._own_n)
+        h0 = torch.cat([emb0["user"], emb0["item"]])  # local order: own users, then own items
+        return part, propagate_partitioned(pg, h0, self.layers)
+
     def _adjacency(self, device: torch.device) -> dict[str, torch.Tensor]:
         if self._adj is None or next(iter(self._adj.values())).device != device:
             self._adj = self._graph.torch_adjacency(device)
@@ -122,18 +175,38 @@ class LightGCN(RecModel):
         return per_layer, combine_layers(per_layer)
 
     # ---------------------------------------------------------------- training
+    def _owned_batch_rows(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """Owned full mode: final and layer-0 rows of the batch's users, positives, negatives,
+        gathered from their owners in one exchange: (u, p, n, u0, p0, n0)."""
+        ui, pi, ni = batch.dense["user_idx"], batch.dense["pos_idx"], batch.dense["neg_idx"]
+        part, layers = self._own_rows(ui.device)
+        final = torch.stack(layers).mean(0)
+        flat = torch.cat([ui, pi + self.num_users, ni.reshape(-1) + self.num_users])
+        d = final.shape[1]
+        rows = gather_rows(part, self.exchange, torch.cat([final, layers[0]], 1), flat)
+        b, k = ui.shape[0], ni.shape[1] if ni.dim() == 2 else 1
+        fin, ego = rows[:, :d], rows[:, d:]
+
+        def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return x[:b], x[b : 2 * b], x[2 * b :].reshape(b, k, d)
+
+        return (*split(fin), *split(ego))
+
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """BPR: mean softplus(<u,n> - <u,p>) over B x k pairs + l2 * (|u0|^2+|p0|^2+|n0|^2) / 2B."""
         self._cache = None  # parameters change: the evaluation cache is stale
         self._device = batch.dense["user_idx"].device
-        per_layer, final = self.propagate(batch)
         ui, pi, ni = batch.dense["user_idx"], batch.dense["pos_idx"], batch.dense["neg_idx"]
-        u, p, n = final["user"][ui], final["item"][pi], final["item"][ni]  # [B,D] [B,D] [B,k,D]
+        if self.partition == "owned" and "g.layers" not in batch.dense:
+            u, p, n, u0, p0, n0 = self._owned_batch_rows(batch)
+        else:
+            per_layer, final = self.propagate(batch)
+            u, p, n = final["user"][ui], final["item"][pi], final["item"][ni]  # [B,D] [B,D] [B,k,D]
+            ego = per_layer[0]
+            u0, p0, n0 = ego["user"][ui], ego["item"][pi], ego["item"][ni]
         pos = (u * p).sum(-1, keepdim=True)  # [B, 1]
         neg = (u.unsqueeze(1) * n).sum(-1)  # [B, k]
         bpr = F.softplus(neg - pos).mean()
-        ego = per_layer[0]
-        u0, p0, n0 = ego["user"][ui], ego["item"][pi], ego["item"][ni]
         b = max(int(ui.shape[0]), 1)
         reg = self.l2 * 0.5 * (u0.pow(2).sum() + p0.pow(2).sum() + n0.pow(2).sum()) / b
         return bpr + reg, {"bpr": bpr.detach(), "reg": reg.detach()}
@@ -144,6 +217,11 @@ class LightGCN(RecModel):
         """Full propagation of every row, cached for ``query`` / ``item_reps``. Every rank calls it
         (the lookup of all ids is a collective under a sharded EBC)."""
         device = self._device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.partition == "owned":
+            # this rank's rows only: [n_local, D], own users then own items
+            _, layers = self._own_rows(device)
+            self._cache = {"local": torch.stack(layers).mean(0).detach()}
+            return
         users = torch.arange(self.num_users, dtype=torch.int64)
         items = torch.arange(self.num_items, dtype=torch.int64)
         emb0 = self._lookup(
@@ -158,14 +236,18 @@ class LightGCN(RecModel):
         assert self._cache is not None
         return self._cache
 
+    def _rows(self, t: str, ids: torch.Tensor) -> torch.Tensor:
+        cache = self._cached()
+        if "local" in cache:  # owned: rows from their owners (collective)
+            assert self._part is not None
+            flat = self._part.flat(t, ids.cpu())
+            return gather_rows(self._part, self.exchange, cache["local"], flat)
+        return cache[t][ids.to(cache[t].device)]
+
     def query(self, batch: Batch, task: str = "user") -> torch.Tensor:
         """Final user embeddings [B, D] of the batch's ``user`` ids."""
-        ids = batch.sparse["ebc"]["user"].values()
-        cache = self._cached()["user"]
-        return cache[ids.to(cache.device)]
+        return self._rows("user", batch.sparse["ebc"]["user"].values())
 
     def item_reps(self, batch: Batch) -> torch.Tensor:
         """Final item embeddings [N, D] of the batch's ``pos`` ids."""
-        ids = batch.sparse["ebc"]["pos"].values()
-        cache = self._cached()["item"]
-        return cache[ids.to(cache.device)]
+        return self._rows("item", batch.sparse["ebc"]["pos"].values())
