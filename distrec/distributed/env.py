@@ -105,6 +105,12 @@ def destroy_distributed() -> list[str]:
     """
     if dist.is_initialized():
         dist.destroy_process_group()
+    # torchrec caches the intra-/cross-host groups it makes for table_row_wise in module globals;
+    # they hold Gloo threads like the world group does
+    comm = sys.modules.get("torchrec.distributed.comm")
+    for name in ("_INTRA_PG", "_CROSS_PG", "_INTRA_PG_2D", "_CROSS_PG_2D"):
+        if comm is not None and getattr(comm, name, None) is not None:
+            setattr(comm, name, None)
     gc.collect()
     left = gloo_worker_threads()
     if left:

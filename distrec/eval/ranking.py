@@ -21,7 +21,7 @@ Each rank then computes metrics for its own queries; sums are all-reduced at the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,13 +114,15 @@ def evaluate_split(
     progress: Iterator[None] | None = None,
     with_auc: bool = True,
     score_chunk: int | None = None,
+    queries: Iterable[EvalQuery] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` (its sharded submodules in place) on ``split`` over all ranks.
 
     Must be called on every rank. ``export_k`` widens the kept list for export (default max(ks)).
     ``item_chunk``: items per representation lookup; ``score_chunk``: items per scored block
     (default: about 2^24 / queries); ``with_auc=False`` skips AUC (a second chunked pass) and
-    leaves it out of the metrics.
+    leaves it out of the metrics. ``queries`` replaces ``data.eval_queries(split, task)`` (e.g.
+    ``data.queries_for(ids)`` for recommend: ranking only, the metrics then count no query).
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     was_training = model.training
@@ -133,7 +135,7 @@ def evaluate_split(
     sums = torch.zeros(len(names), dtype=torch.float64)
     count = torch.zeros(1, dtype=torch.float64)
     out = EvalResult(metrics={}, num_queries=0)
-    for q in data.eval_queries(split, task):
+    for q in data.eval_queries(split, task) if queries is None else queries:
         top_items, top_scores, auc = _score_step(
             model, q, items, lo, hi, kmax, task, with_auc, score_chunk
         )

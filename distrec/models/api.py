@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -148,3 +149,13 @@ class TaskData:
     def item_batch(self, items: torch.Tensor) -> Batch:
         """A batch that makes ``RecModel.item_reps`` return the reps of ``items`` [N]."""
         raise NotImplementedError
+
+    def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
+        """Queries of the given entities (user, or group for task "group", indices [n]) whatever
+        their split, for export and recommend. Every rank passes the same ``ids`` and takes its
+        slice of each global step of the evaluation batch size (same step count on every rank);
+        ``targets`` are empty, ``exclude`` holds the train (+ valid) target positives, as for test.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} builds no queries by id (its queries need a split's rows)"
+        )
