@@ -130,15 +130,11 @@ def feature_to_table(model: nn.Module) -> dict[str, str]:
 
 class _EBCSharder(EmbeddingBagCollectionSharder):
     """EBC sharder that also proposes row_wise / table_row_wise on CPU (verified there; the stock
-    sharder advertises them on CUDA only) and the dense kernel for model-parallel types."""
+    sharder advertises them on CUDA only)."""
 
     def sharding_types(self, compute_device_type: str) -> list[str]:
         types = list(super().sharding_types(compute_device_type))
         return types + [t for t in (RW, TWRW) if t not in types]
-
-    def compute_kernels(self, sharding_type: str, compute_device_type: str) -> list[str]:
-        kernels = list(super().compute_kernels(sharding_type, compute_device_type))
-        return kernels + [DENSE] if DENSE not in kernels else kernels
 
 
 def make_sharders(cfg: Config, device: torch.device) -> list[ModuleSharder[nn.Module]]:
@@ -209,10 +205,12 @@ def table_constraints(
                 types = [TW, RW] + cw
             else:
                 types = [TW, RW, TWRW] + cw + ([DP] if kernel == DENSE else [])
-            kernels = [DENSE] if types == [DP] else [kernel] + ([DENSE] if DP in types else [])
+            # TorchRec's planner pairs the dense kernel with data_parallel only; a model-parallel
+            # table with sharding.compute_kernel=dense is planned as fused, then switched
+            kernels = ([FUSED] if types != [DP] else []) + ([DENSE] if DP in types else [])
             constraints[c.name] = ParameterConstraints(
                 sharding_types=types,
-                compute_kernels=sorted(set(kernels)),
+                compute_kernels=kernels,
                 min_partition=_cw_dim(c.embedding_dim, world_size),
             )
             source[c.name] = "planned" if pinned is None else "set"
@@ -303,9 +301,13 @@ class PlanSummary:
             )
         lines.append(
             "  memory estimate per rank: "
-            + ", ".join(f"rank {r}: {b / gb:.3f} GiB" for r, b in enumerate(self.rank_bytes))
+            + ", ".join(f"rank {r}: {_size(b)}" for r, b in enumerate(self.rank_bytes))
         )
         return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
 class _Capture(Stats):
@@ -357,7 +359,7 @@ def plan_sharding(
     kernel_of = {
         name: (DENSE if c.compute_kernels == [DENSE] else cfg.sharding.compute_kernel)
         for name, c in constraints.items()
-    }
+    }  # the kernel each table trains with (dense: the dense optimizer holds its state)
     for m in modules.values():
         for name, w in _weights(m).items():
             w._optimizer_classes = [_optimizer_class(cfg, kernel_of[name])]  # type: ignore[attr-defined]
@@ -373,7 +375,13 @@ def plan_sharding(
         for w in weights:
             if hasattr(w, "_optimizer_classes"):
                 del w._optimizer_classes
-    return plan, _summarise(modules, capture.best, source, topology, world_size, device)
+    for module_plan in plan.plan.values():
+        for table, ps in module_plan.items():  # type: ignore[attr-defined]
+            ps.compute_kernel = kernel_of[table]  # dense on a model-parallel table: see above
+    summary = _summarise(modules, capture.best, source, topology, world_size, device)
+    for t in summary.tables.values():
+        t.compute_kernel = kernel_of[t.name]
+    return plan, summary
 
 
 def _gib(topology: Topology) -> str:

@@ -148,3 +148,15 @@ def test_fused_adam_refused_on_cpu_allowed_on_cuda_topology() -> None:
 def test_unknown_table_names_the_tables() -> None:
     with pytest.raises(ConfigError, match="sharding.tables.nope: no such table; tables: item"):
         plan_sharding(TwoTower(100), _cfg(tables={"nope": "row_wise"}), 2, CPU)
+
+
+def test_dense_kernel_on_model_parallel_tables() -> None:
+    """sharding.compute_kernel=dense (ordinary parameters, any dense optimizer) on row_wise tables,
+    as the graph models' configs use: TorchRec's planner pairs dense with data_parallel only."""
+    model = TwoTower(10**6)
+    model.ec = nn.Module()
+    plan, summary = plan_sharding(model, _cfg(default="row_wise", compute_kernel="dense"), 2, CPU)
+    for name in ("user", "item"):
+        assert plan.plan["ebc"][name].compute_kernel == "dense"  # type: ignore[index]
+        assert plan.plan["ebc"][name].sharding_type == "row_wise"  # type: ignore[index]
+        assert summary.tables[name].compute_kernel == "dense"
