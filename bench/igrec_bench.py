@@ -1,18 +1,12 @@
-"""IGRec helpers for measurements.
-
-``mafengwo-bundle``: a stand-in MaFengWo bundle written with pyarrow, with the paper's protocol
-(every user's and every group's interactions split at random 80/10/10), until the Spark job's
-``data/bundles/mafengwo`` exists. The raw files are ../shared/data/mafengwo (train + test merged).
-
-    python bench/igrec_bench.py mafengwo-bundle --out data/bundles/mafengwo-igrec --seed 0
+"""IGRec memory measurements (the throughput figures come from bench/train_bench.py).
 
 ``synth-bundle``: synthetic group data with planted interests and groups of exactly
 ``--group-size`` members. ``memory``: a few training steps in this process and its peak RSS.
-``summarize``: mean +- std table of ``distrec.models.igrec.standalone`` JSON results.
+(The tables of seed runs moved to ``python -m research.igrec_summarize``; the stand-in MaFengWo
+bundle gave way to the Spark job's ``data/bundles/mafengwo``.)
 
     python bench/igrec_bench.py synth-bundle --out /tmp/synth-g500 --group-size 500
     python bench/igrec_bench.py memory --bundle /tmp/synth-g500 --member-cap 64 --steps 4
-    python bench/igrec_bench.py summarize "IGRec=/tmp/igs/t_igrec_s*.json"
 """
 
 from __future__ import annotations
@@ -38,20 +32,6 @@ from distrec.data.schema import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-RAW = REPO / ".." / "shared" / "data" / "mafengwo"
-
-
-def _pairs(path: Path) -> np.ndarray:
-    rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise ValueError(f"{path}: line {line_no}: expected 'id item', got {line!r}")
-            rows.append((int(parts[0]), int(parts[1])))
-    return np.unique(np.array(rows, dtype=np.int64), axis=0)
 
 
 def split_per_query(pairs: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -79,23 +59,6 @@ def _write(root: Path, rel: str, table: pa.Table) -> None:
     d = root / rel
     d.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, d / "part-00000.parquet")
-
-
-def mafengwo_bundle(out: Path, seed: int) -> None:
-    ui = np.concatenate([_pairs(RAW / "userRatingTrain.txt"), _pairs(RAW / "userRatingTest.txt")])
-    gi = np.concatenate([_pairs(RAW / "groupRatingTrain.txt"), _pairs(RAW / "groupRatingTest.txt")])
-    members = []
-    with open(RAW / "groupMember.txt") as f:
-        for line_no, line in enumerate(f, 1):
-            g, _, us = line.strip().partition(" ")
-            if not us:
-                raise ValueError(f"{RAW / 'groupMember.txt'}: line {line_no}: no members")
-            members += [(int(g), int(u)) for u in us.split(",")]
-    mem = np.unique(np.array(members, dtype=np.int64), axis=0)
-    nu = int(max(ui[:, 0].max(), mem[:, 1].max())) + 1
-    ni = int(max(ui[:, 1].max(), gi[:, 1].max())) + 1
-    ng = int(max(gi[:, 0].max(), mem[:, 0].max())) + 1
-    write_bundle(out, "mafengwo", str(RAW.resolve()), (nu, ni, ng), ui, gi, mem, seed)
 
 
 def write_bundle(
@@ -255,53 +218,11 @@ def memory_run(bundle: Path, member_cap: int, steps: int, batch_size: int, dim: 
     }
 
 
-def summarize(rows: list[str]) -> str:
-    """Markdown table of mean +- std (population std over seeds) of the test metrics at each
-    task's best validation epoch. ``rows``: ``label=glob`` of standalone JSON results."""
-    import glob
-
-    metrics = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
-    lines = [
-        "| model | seeds | epochs (best user / group) | user R@5 | user R@10 | user N@5 | user N@10 "
-        "| group R@5 | group R@10 | group N@5 | group N@10 |",
-        "|---|---|---|" + "---|" * 8,
-    ]
-    for row in rows:
-        label, _, pattern = row.rpartition("=")
-        files = sorted(glob.glob(pattern))
-        if not files:
-            raise FileNotFoundError(f"{row}: no file matches {pattern}")
-        res = [json.loads(Path(f).read_text()) for f in files]
-        # distrec.models.lightgcn.standalone results: user task only, unprefixed metric names.
-        res = [
-            r if "best" in r else {"best": {"user": {"epoch": r["epoch"], "test": {
-                f"user/{k}": v for k, v in r["test"].items()}}}}
-            for r in res
-        ]  # fmt: skip
-        cells, epochs = [], []
-        for task in ("user", "group"):
-            done = [r for r in res if task in r["best"] and "test" in r["best"][task]]
-            epochs.append("/".join(str(r["best"][task]["epoch"]) for r in done) or "-")
-            for m in metrics:
-                v = np.array([r["best"][task]["test"][f"{task}/{m}"] for r in done])
-                if len(v) == 0:
-                    cells.append("-")
-                elif len(v) == 1:
-                    cells.append(f"{v[0]:.4f}")
-                else:
-                    cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
-        lines.append(f"| {label} | {len(res)} | {' ; '.join(epochs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("mafengwo-bundle")
-    b.add_argument("--out", type=Path, default=REPO / "data" / "bundles" / "mafengwo-igrec")
-    b.add_argument("--seed", type=int, default=0)
     sb = sub.add_parser("synth-bundle")
     sb.add_argument("--out", type=Path, required=True)
     sb.add_argument("--users", type=int, default=20000)
@@ -317,14 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     mr.add_argument("--batch-size", type=int, default=8192)
     mr.add_argument("--dim", type=int, default=64)
     mr.add_argument("--json-out", type=Path)
-    sm = sub.add_parser("summarize", help="markdown table from standalone JSON results")
-    sm.add_argument("rows", nargs="+", help="label=glob")
     args = ap.parse_args(argv)
-    if args.cmd == "summarize":
-        print(summarize(args.rows))
-    elif args.cmd == "mafengwo-bundle":
-        mafengwo_bundle(args.out, args.seed)
-    elif args.cmd == "synth-bundle":
+    if args.cmd == "synth-bundle":
         synth_bundle(
             args.out, args.users, args.items, args.groups, args.group_size, args.per_user,
             args.seed,

@@ -1,6 +1,6 @@
 """What the MESI head does on trained CIGF runs: gate weights and each expert's own ranking.
 
-    OMP_NUM_THREADS=1 python bench/cigf_gates.py --out docs/results/cigf_jd_gates.json \
+    OMP_NUM_THREADS=1 python -m research.cigf_gates --out docs/results/cigf_jd_gates.json \
         runs/cigf-jd-d64-cigf-s0 runs/cigf-jd-d64-mmoe-s0 ...
 
 For each run's ``best`` checkpoint (or each of ``--checkpoints``; full graph mode only) it
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint names to analyse in every run (e.g. step-75 step-150)",
     )
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(REPO / "bench"))
-    from mdgr_eval_candidates import run_each
+    sys.path.insert(0, str(REPO))  # `python research/cigf_gates.py` as well as `-m research...`
+    from research.mdgr_eval_candidates import run_each
 
     def probe(run: str) -> dict[str, Any]:
         r: dict[str, Any] = {"run": run, "checkpoints": []}

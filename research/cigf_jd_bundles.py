@@ -12,9 +12,9 @@ Two derivations, both written next to (never over) the source bundle:
   by :class:`~distrec.models.cigf.data.CigfData` from ``B`` (default SRC; seed 0), so that every
   model (CIGF, LightGCN, MF) is scored on the same 1 + 99 lists with ``eval.protocol=sampled``.
 
-``python -m distrec.models.cigf.jd_bundles union data/bundles/jd /tmp/jd_all``
-``python -m distrec.models.cigf.jd_bundles p2 data/bundles/jd /tmp/jd_p2``
-``python -m distrec.models.cigf.jd_bundles p2 /tmp/jd_all /tmp/jd_all_p2 --lists-from data/bundles/jd``
+``python -m research.cigf_jd_bundles union data/bundles/jd /tmp/jd_all``
+``python -m research.cigf_jd_bundles p2 data/bundles/jd /tmp/jd_p2``
+``python -m research.cigf_jd_bundles p2 /tmp/jd_all /tmp/jd_all_p2 --lists-from data/bundles/jd``
 
 Ids are unchanged (same ``ids/`` tables), so runs on the derived bundles rank the same items.
 """
@@ -118,7 +118,7 @@ def union(src: Path, out: Path) -> dict[str, int]:
         split=dict(man.split),
         tables=tables,
         filters={"derived": f"all = distinct train pairs of {man.behaviors}"},
-        created_by="distrec.models.cigf.jd_bundles union",
+        created_by="research.cigf_jd_bundles union",
     ).write(str(out))
     return counts
 
@@ -152,9 +152,7 @@ def add_p2(src: Path, out: Path, lists_from: Path | None = None, seed: int = 0) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m distrec.models.cigf.jd_bundles", description=__doc__
-    )
+    p = argparse.ArgumentParser(prog="python -m research.cigf_jd_bundles", description=__doc__)
     p.add_argument("what", choices=["union", "p2"])
     p.add_argument("src")
     p.add_argument("out")

@@ -1,6 +1,6 @@
 """Mean ± sample std over seeds of training runs' test metrics, as a Markdown table.
 
-    python bench/cigf_summarize.py runs/cigf-jd-d64-*-s[012]
+    python -m research.cigf_summarize runs/cigf-jd-d64-*-s[012]
 
 Reads each RUN/metrics.json (written by ``distrec.train``: test metrics at the checkpoint that
 was best on validation). Runs are grouped by their directory name without the ``-s<seed>``
@@ -16,8 +16,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# bench/ is on the path of a bench script
-from seed_stats import mean_std
+from research.seed_stats import mean_std
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """How much does picking the checkpoint on the test split itself add? (CIGF's JD gap, item 2.)
 
-    python bench/test_selection.py --out docs/results/cigf_jd_test_selection.json RUN [RUN ...]
+    python -m research.cigf_test_selection --out docs/results/cigf_jd_test_selection.json RUN [RUN ...]
 
 Each RUN is a training run that kept every evaluation's checkpoint (``run.keep_checkpoints``
 larger than the number of evaluations) and whose checkpoints were all scored on test:

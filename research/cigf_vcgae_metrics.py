@@ -8,7 +8,7 @@ A user with one hit at rank 3 and four missed test items scores 1/log2(4) / 1 = 
 0.5 / IDCG(5 items) = 0.17 here. This module scores an export of
 ``python -m distrec.recommend`` both ways.
 
-``python -m distrec.models.cigf.vcgae_metrics --bundle B --topk F.parquet [--k 5 10 20]``
+``python -m research.cigf_vcgae_metrics --bundle B --topk F.parquet [--k 5 10 20]``
 
 Shapes: U test users, K list length.
 """
@@ -89,7 +89,7 @@ def score_export(bundle: Bundle, topk_path: str, ks: list[int], split: str = "te
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m distrec.models.cigf.vcgae_metrics")
+    p = argparse.ArgumentParser(prog="python -m research.cigf_vcgae_metrics")
     p.add_argument("--bundle", required=True)
     p.add_argument("--topk", required=True, help="Parquet from python -m distrec.recommend")
     p.add_argument("--split", default="test", choices=["valid", "test"])

@@ -1,6 +1,6 @@
 """How much of an item's co-occurrence neighbourhood lies inside one user's own history?
 
-    OMP_NUM_THREADS=1 python bench/dismir_cooc_history.py --config configs/dismir/gowalla.yaml \
+    OMP_NUM_THREADS=1 python -m research.dismir_cooc_history --config configs/dismir/gowalla.yaml \
         --bundle data/bundles/gowalla --out docs/results/dismir_cooc_history_gowalla.json
 
 The partition loss (Theorem 4) pulls an item towards the items it co-occurs with (the bundle's

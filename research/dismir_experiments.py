@@ -8,7 +8,7 @@ the item-partition statistics of the item table (``partition``, and ``partition_
 training) on the bundle's co-occurrence graph.
 ``--variant popularity`` ranks by training frequency. One JSON line per run is appended to --out.
 
-    OMP_NUM_THREADS=1 python bench/dismir_experiments.py --config configs/dismir/gowalla.yaml \
+    OMP_NUM_THREADS=1 python -m research.dismir_experiments --config configs/dismir/gowalla.yaml \
         --bundle data/bundles/gowalla --variant dismir --seeds 0 1 2 --epochs 10 \
         --out docs/results/dismir_runs.jsonl
 """
@@ -34,7 +34,7 @@ from distrec.data.schema import GRAPH_ITEM_COOC, Manifest  # noqa: E402
 from distrec.metrics.ranking import ranking_metrics  # noqa: E402
 from distrec.models.common.sequence_data import SequenceData  # noqa: E402
 from distrec.models.dismir import SPEC, DisMIR  # noqa: E402
-from distrec.models.dismir.analysis import interest_statistics, item_partition_stats  # noqa: E402
+from research.dismir_analysis import interest_statistics, item_partition_stats  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "dismir": [],

@@ -1,10 +1,10 @@
-"""Summarise bench/dismir_experiments.py JSON lines as Markdown: mean ± std over seeds.
+"""Summarise research/dismir_experiments.py JSON lines as Markdown: mean ± std over seeds.
 
 Runs are grouped by variant plus their extra ``--set`` overrides and learning rate.
 ``--search`` prints one row per run with its validation metrics instead (for a grid on seed 0).
 
-python bench/dismir_summarize.py docs/results/dismir_gowalla.jsonl
-python bench/dismir_summarize.py --search docs/results/dismir_gowalla_search.jsonl
+python -m research.dismir_summarize docs/results/dismir_gowalla.jsonl
+python -m research.dismir_summarize --search docs/results/dismir_gowalla_search.jsonl
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
-# bench/ is on the path of a bench script
-from seed_stats import mean_std
+from research.seed_stats import mean_std
 
 METRICS = ("recall@20", "ndcg@20", "hr@20", "recall@50", "ndcg@50", "hr@50")
 TABLE4 = ("similarity", "min", "max", "std")

@@ -1,6 +1,6 @@
 """How distinct are a history's encoded items, and how far does dynamic graph clustering move them?
 
-    OMP_NUM_THREADS=1 python bench/mdgr_encoder_collapse.py --out docs/results/x.json RUN [RUN ...]
+    OMP_NUM_THREADS=1 python -m research.mdgr_encoder_collapse --out docs/results/x.json RUN [RUN ...]
 
 For each trained MDGR run (its ``best`` checkpoint) and every query of ``--split``:
 
@@ -40,8 +40,7 @@ import json
 import numpy as np
 import torch
 
-# bench/ is on the path of a bench script
-from mdgr_eval_candidates import _popularity, load_best, run_each
+from research.mdgr_eval_candidates import _popularity, load_best, run_each
 
 
 def _pair_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Re-evaluate trained MDGR runs on the chunks protocol with target-aware candidate scoring.
 
-    OMP_NUM_THREADS=1 python bench/mdgr_eval_candidates.py --out docs/results/x.json \
+    OMP_NUM_THREADS=1 python -m research.mdgr_eval_candidates --out docs/results/x.json \
         runs/mdgr-ml100k-mdgr-s0 runs/mdgr-ml100k-w-s0 ...
 
 Why: the engine's sampled evaluation (``distrec.eval.ranking``) scores every query against all

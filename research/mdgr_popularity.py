@@ -1,6 +1,6 @@
 """How much of the chunks protocol does item popularity alone solve? (No training.)
 
-    python bench/mdgr_popularity.py --bundle data/bundles/ml100k
+    python -m research.mdgr_popularity --bundle data/bundles/ml100k
 
 Scores every query's candidates (its held-out positives followed by its sampled unseen
 negatives, ``eval/chunks/split=valid|test``) by the item's count in the training chunks (inputs

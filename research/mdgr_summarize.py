@@ -1,6 +1,6 @@
 """Markdown tables for docs/results/mdgr.md from the runs' metrics.json files.
 
-    python bench/mdgr_summarize.py --runs runs --data ml100k --seeds 0 1 2
+    python -m research.mdgr_summarize --runs runs --data ml100k --seeds 0 1 2
 
 Reads ``<runs>/mdgr-<data>-<variant>-s<seed>/metrics.json`` (written by ``distrec.train``):
 test metrics at the best-validation step, mean +- sample std over the seeds found, the per-seed
@@ -15,8 +15,7 @@ import re
 import statistics
 from pathlib import Path
 
-# bench/ is on the path of a bench script
-from seed_stats import mean_std
+from research.seed_stats import mean_std
 
 VARIANTS = {
     "mdgr": "MDGR",
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "--candidates",
         nargs="*",
         default=[],
-        help="bench/mdgr_eval_candidates.py outputs: add the paired per-query comparison",
+        help="research/mdgr_eval_candidates.py outputs: add the paired per-query comparison",
     )
     args = p.parse_args(argv)
     found: dict[str, dict[int, dict]] = {}

@@ -1,7 +1,6 @@
 """Mean ± sample standard deviation over seeds, as the results tables print it.
 
-Shared by the bench summarisers (imported as a sibling module: bench/ is on the path of a bench
-script).
+Shared by the research summarisers (``from research.seed_stats import mean_std``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Derived bundles of the CIGF comparison table (distrec.models.cigf.jd_bundles) and the
+"""Derived bundles of the CIGF comparison table (research.cigf_jd_bundles) and the
 vectorised synthetic writer of the 10^6-user bench (bench/cigf_synth.py)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
 from distrec.graph.adjacency import sym_normalized
-from distrec.models.cigf.jd_bundles import add_p2, union
+from research.cigf_jd_bundles import add_p2, union
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from distrec.config import load_config
 from distrec.data.bundle import Bundle
 from distrec.models.cigf import build_data, build_model
 from distrec.models.cigf.graph import row_normalise
-from distrec.models.cigf.vcgae_metrics import metrics_from_hits
+from research.cigf_vcgae_metrics import metrics_from_hits
 from tests.unit.models.cigf.test_cigf_propagation import tiny_graphs
 
 

@@ -186,7 +186,7 @@ def test_backward_flow_pulls_interests_to_their_representative_item() -> None:
 
 
 def test_interest_stats_of_one_user() -> None:
-    from distrec.models.dismir.analysis import user_interest_stats
+    from research.dismir_analysis import user_interest_stats
 
     h = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     s = user_interest_stats(h, np.array([0, 0, 1, 2]), num_interests=4)
@@ -200,7 +200,7 @@ def test_item_partition_stats_against_direct_formula() -> None:
     """Exact Theorem 4 loss (full denominator, expectation over the normalised row) and the
     same-group share, recomputed with explicit loops on a 5-item graph."""
     from distrec.data.csr import Csr
-    from distrec.models.dismir.analysis import item_partition_stats
+    from research.dismir_analysis import item_partition_stats
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(5, 3))

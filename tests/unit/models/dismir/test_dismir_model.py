@@ -135,7 +135,7 @@ def test_config_files_load(name: str) -> None:
 
 
 def test_table4_statistics_are_in_range(bundle: Path) -> None:
-    from distrec.models.dismir.analysis import interest_statistics
+    from research.dismir_analysis import interest_statistics
 
     model, data = _setup(bundle, [])
     stats = interest_statistics(model, data, "test", max_users=5)
