@@ -41,7 +41,10 @@ def multi_interest_scores(query: torch.Tensor, items: torch.Tensor, reduce: str)
         raise ValueError(f"reduce must be sum or max, not {reduce!r}")
     out = query[:, 0] @ items.T
     for f in range(1, query.shape[1]):
-        torch.maximum(out, query[:, f] @ items.T, out=out)
+        if out.requires_grad:  # autograd: no in-place update
+            out = torch.maximum(out, query[:, f] @ items.T)
+        else:
+            torch.maximum(out, query[:, f] @ items.T, out=out)
     return out
 
 

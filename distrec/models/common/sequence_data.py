@@ -56,6 +56,7 @@ _EVAL_SALT = {"valid": 1, "test": 2}
 class SequenceDataOptions:
     max_len: int = 20  # kappa: history window
     num_candidates: int = 10  # uniform negatives per sample (hard-negative candidates)
+    negative_pool: int = 0  # > 0: candidates drawn from one shared uniform pool of this size
     cooc_negatives: int = 0  # N_o; > 0 adds the co-occurrence features
     noise_dim: int = 0  # F; > 0 adds dense["noise"] [B, kappa, F]
     batch_size: int = 1024  # global
@@ -71,15 +72,20 @@ def _effective_batch(num_rows: int, global_batch: int) -> int:
     return min(global_batch, num_rows) if num_rows else global_batch
 
 
-def sample_cooc(graph: Csr, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def sample_cooc(
+    graph: Csr, anchors: np.ndarray, rng: np.random.Generator, cum: np.ndarray | None = None
+) -> np.ndarray:
     """One neighbour per anchor drawn with probability proportional to the edge weight
-    (the multinomial M(Y_i | S_i) of Theorem 4); -1 where the anchor has no neighbour."""
+    (the multinomial M(Y_i | S_i) of Theorem 4); -1 where the anchor has no neighbour.
+    ``cum``: ``np.cumsum(graph.weights, dtype=float64)``, computed once by the caller (it is
+    O(edges), i.e. it grows with the catalogue, and was the largest data cost per step)."""
     lo, hi = graph.indptr[anchors], graph.indptr[anchors + 1]
     out = np.full(len(anchors), -1, dtype=np.int64)
     has = hi > lo
     if not has.any():
         return out
-    cum = np.cumsum(graph.weights, dtype=np.float64)
+    if cum is None:
+        cum = np.cumsum(graph.weights, dtype=np.float64)
     base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
     total = cum[np.maximum(hi - 1, 0)] - base
     target = base + rng.random(len(anchors)) * total
@@ -145,8 +151,10 @@ class SequenceData(TaskData):
         self.target_pos = np.flatnonzero(keep)
         self.sample_start = row_start[keep]
         self.cooc: Csr | None = None
+        self.cooc_cum = np.zeros(0)
         if opts.cooc_negatives > 0:
             self.cooc = self.bundle.graph(GRAPH_ITEM_COOC)
+            self.cooc_cum = np.cumsum(self.cooc.weights, dtype=np.float64)
         self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
         log.info(
             "sequence data: %d users, %d training samples, %d items",
@@ -184,7 +192,14 @@ class SequenceData(TaskData):
         o = self.opts
         rng = step_rng(o.seed, epoch, step, 0x5E9)
         gb = len(global_rows)
-        neg = rng.integers(0, self.num_items, size=(gb, o.num_candidates))
+        if o.negative_pool > 0:
+            # shared negatives: every sample's candidates come from one uniform pool per step,
+            # so each candidate is still uniform over the items but a step touches at most
+            # negative_pool rows of the table instead of gb * num_candidates
+            pool = rng.integers(0, self.num_items, size=o.negative_pool)
+            neg = pool[rng.integers(0, o.negative_pool, size=(gb, o.num_candidates))]
+        else:
+            neg = rng.integers(0, self.num_items, size=(gb, o.num_candidates))
         noise = (
             rng.standard_normal((gb, o.max_len, o.noise_dim), dtype=np.float32)
             if o.noise_dim
@@ -204,7 +219,7 @@ class SequenceData(TaskData):
         dense: dict[str, torch.Tensor] = {}
         if self.cooc is not None:
             all_pos = self.seq_values[self.target_pos[global_rows]]
-            cooc = sample_cooc(self.cooc, all_pos, rng)[sl]
+            cooc = sample_cooc(self.cooc, all_pos, rng, self.cooc_cum)[sl]
             part_neg = rng.integers(0, self.num_items, size=o.cooc_negatives)
             has = cooc >= 0
             feats["cooc"] = (cooc[has], has.astype(np.int64))

@@ -29,6 +29,7 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> Sequenc
         rank,
         world_size,
         num_candidates=m.hard_candidates,
+        negative_pool=m.negative_pool,
         cooc_negatives=m.partition_negatives if m.partition_weight > 0 else 0,
         noise_dim=m.num_interests if m.backbone == "capsule" else 0,
         exclude_history=m.exclude_history,

@@ -23,6 +23,9 @@ class DisMIRConfig:
     partition_weight: float = 0.01  # lambda; 0 = MIR
     partition_negatives: int = 100  # N_o
     hard_candidates: int = 10  # uniform candidates; the hardest is the negative
+    # > 0 (not the paper): the candidates of a step come from one shared uniform pool of this
+    # many items (still uniform per candidate; bounds the table rows a step touches)
+    negative_pool: int = 0
     regularizer: str = "none"  # none | routing_variance (MIR-RV) | backward_flow (MIR-BF)
     reg_weight: float = 0.0  # weight of the regulariser
     init_std: float = 0.1  # std of the uniform item-embedding init
@@ -41,6 +44,8 @@ class DisMIRConfig:
         for key in ("dim", "num_interests", "max_len", "hard_candidates"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.{key}: must be positive, got {getattr(self, key)}")
+        if self.negative_pool < 0:
+            raise ConfigError(f"model.negative_pool: must be >= 0, got {self.negative_pool}")
         if self.partition_weight < 0 or self.reg_weight < 0:
             raise ConfigError("model.partition_weight and model.reg_weight must be >= 0")
         if self.partition_weight > 0 and self.partition_negatives <= 0:

@@ -24,6 +24,7 @@ from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
 
 from distrec.models.api import Batch, RecModel
+from distrec.models.common.lookup import unique_lookup
 from distrec.models.common.sequence_data import FEATURES, PARTITION_FEATURES
 from distrec.models.dismir.config import DisMIRConfig
 from distrec.models.dismir.layers import (
@@ -89,10 +90,13 @@ class DisMIR(RecModel):
 
     # ------------------------------------------------------------------ parts
     def interests(self, emb: dict, batch: Batch) -> tuple[torch.Tensor, ...]:
-        """-> (weighted interests q [B, F, D], raw interests m [B, F, D], routing [B, L, F],
+        """``emb``: {key: values [nnz, D]} (:func:`unique_lookup`) or the EmbeddingCollection's
+        output -> (weighted interests q [B, F, D], raw interests m [B, F, D], routing [B, L, F],
         history h [B, L, D], mask [B, L])."""
         hist = emb["hist"]
-        h, mask = pad_jagged(hist.values(), hist.lengths(), self.cfg.max_len)
+        values = hist if isinstance(hist, torch.Tensor) else hist.values()
+        lengths = batch.sparse["ec"]["hist"].lengths()
+        h, mask = pad_jagged(values, lengths, self.cfg.max_len)
         m, routing = self.extractor(h, mask, batch.dense.get("noise"))
         a = interest_weights(m, h, mask, self.cfg.readout)
         return m * a.unsqueeze(-1), m, routing, h, mask
@@ -100,11 +104,11 @@ class DisMIR(RecModel):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         kjt = batch.sparse["ec"]
-        emb = self.ec(kjt)
+        emb = unique_lookup(self.ec, kjt)
         q, m, routing, h, mask = self.interests(emb, batch)
         bsz = q.shape[0]
-        e_pos = emb["pos"].values()  # [B, D]
-        e_neg = emb["neg"].values().view(bsz, -1, cfg.dim)  # [B, C, D]
+        e_pos = emb["pos"]  # [B, D]
+        e_neg = emb["neg"].view(bsz, -1, cfg.dim)  # [B, C, D]
         pos_ids = kjt["pos"].values()
         neg_ids = kjt["neg"].values().view(bsz, -1)
         s_pos = score_items(q, e_pos.unsqueeze(1), cfg.readout).squeeze(1)
@@ -115,7 +119,7 @@ class DisMIR(RecModel):
         if cfg.partition_weight > 0:
             has = batch.dense["cooc_mask"] > 0
             if bool(has.any()):
-                part = partition_loss(e_pos[has], emb["cooc"].values(), emb["part_neg"].values())
+                part = partition_loss(e_pos[has], emb["cooc"], emb["part_neg"])
             else:  # no anchor with a co-occurrence neighbour in this batch
                 part = e_pos.sum() * 0.0
             loss = loss + cfg.partition_weight * part
@@ -136,8 +140,7 @@ class DisMIR(RecModel):
     def query(self, batch: Batch, task: str = "user") -> torch.Tensor:
         """[B, F, D]: a_uf * m_uf for the attention/mean read-outs (score sums over F, eq. 5),
         m_uf for ``max`` (score takes the max over F, ComiRec)."""
-        emb = self.ec(batch.sparse["ec"])
-        return self.interests(emb, batch)[0]
+        return self.interests(unique_lookup(self.ec, batch.sparse["ec"]), batch)[0]
 
     def item_reps(self, batch: Batch) -> torch.Tensor:
         """[N, D] embeddings of the ``pos`` ids of an item batch."""

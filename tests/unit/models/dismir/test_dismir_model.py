@@ -141,3 +141,34 @@ def test_table4_statistics_are_in_range(bundle: Path) -> None:
     stats = interest_statistics(model, data, "test", max_users=5)
     assert 0.0 <= stats["min"] <= stats["max"] <= 100.0
     assert -100.0 <= stats["similarity"] <= 100.0 and stats["std"] >= 0.0
+
+
+def test_unique_lookup_equals_per_feature_lookup(bundle: Path) -> None:
+    """The deduplicated lookup gives every feature the same rows and the table the same
+    gradient as looking each feature up separately (repeats summed into their row)."""
+    from distrec.models.common.lookup import unique_lookup
+
+    model, data = _setup(bundle, [])
+    kjt = next(iter(data.train_batches(0))).sparse["ec"]
+    assert len(torch.unique(kjt.values())) < kjt.values().numel()  # the batch has repeats
+    direct = model.ec(kjt)
+    dedup = unique_lookup(model.ec, kjt)
+    for key in kjt.keys():
+        torch.testing.assert_close(dedup[key], direct[key].values())
+    weight = next(model.ec.parameters())
+    grads = []
+    for emb in (
+        {k: direct[k].values() for k in kjt.keys()},
+        unique_lookup(model.ec, kjt),
+    ):
+        weight.grad = None
+        sum((v * (i + 1)).sin().sum() for i, v in enumerate(emb.values())).backward()
+        grads.append(weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_negative_pool_draws_candidates_from_one_shared_pool(bundle: Path) -> None:
+    _, data = _setup(bundle, ["model.negative_pool=5"])
+    batch = next(iter(data.train_batches(0)))
+    neg = batch.sparse["ec"]["neg"].values()
+    assert neg.numel() == 32 * 4 and len(torch.unique(neg)) <= 5
