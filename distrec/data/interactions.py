@@ -267,3 +267,25 @@ class InteractionData(TaskData):
         """Batch whose "pos" key holds ``items`` [N], one per bag (user and neg empty)."""
         ids = items.detach().cpu().numpy().astype(np.int64)
         return Batch(sparse={"ebc": make_kjt(pos=ids)}, size=int(ids.shape[0]))
+
+    def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
+        """Queries of users ``ids`` [n] (any users, with or without held-out items): this rank's
+        slice of each step of ``eval_batch_size``; targets empty, exclude = train + valid target
+        positives (what a test query masks). For export and recommend."""
+        if task != "user":
+            raise ValueError(f"InteractionData has task 'user' only, not {task!r}")
+        masks = [self.target_train, self.heldout("valid")]
+        ids = np.asarray(ids, dtype=np.int64)
+        gb = self.eval_batch_size
+        for start in range(0, max(ids.shape[0], 1), gb):
+            n = min(gb, ids.shape[0] - start)
+            u = ids[start : start + n][rank_slice(n, self.rank, self.world_size)]
+            exclude = [
+                np.unique(np.concatenate([c.row(int(x))[0] for c in masks])).tolist() for x in u
+            ]
+            yield EvalQuery(
+                batch=Batch(sparse={"ebc": make_kjt(user=u)}, size=int(u.shape[0])),
+                ids=torch.from_numpy(u),
+                targets=[[] for _ in u],
+                exclude=exclude,
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,17 @@ import torch.distributed as dist
 
 from distrec.data.bundle import Bundle
 from distrec.eval.ranking import EvalResult, evaluate_split
+from distrec.models.api import EvalQuery
 
 
-def _eval(s: Any, split: str, task: str, collect: bool = False, k: int | None = None) -> EvalResult:
+def _eval(
+    s: Any,
+    split: str,
+    task: str,
+    collect: bool = False,
+    k: int | None = None,
+    queries: Iterable[EvalQuery] | None = None,
+) -> EvalResult:
     return evaluate_split(
         s.model,
         s.data,
@@ -25,7 +34,8 @@ def _eval(s: Any, split: str, task: str, collect: bool = False, k: int | None = 
         item_chunk=max(s.cfg.data.eval_batch_size, 1),
         collect_topk=collect,
         export_k=k,
-        with_auc=bool(getattr(s.cfg.eval, "auc", True)),
+        with_auc=bool(getattr(s.cfg.eval, "auc", True)) and queries is None,
+        queries=queries,
     )
 
 
@@ -42,12 +52,22 @@ def run_eval(s: Any, split: str, metrics: Any | None = None) -> dict[str, float]
     return out
 
 
-def export_topk(s: Any, split: str, k: int, out: str | Path, task: str = "user") -> int:
+def export_topk(
+    s: Any,
+    split: str,
+    k: int,
+    out: str | Path,
+    task: str = "user",
+    query_ids: np.ndarray | None = None,
+) -> int:
     """Write ``out`` (Parquet: user raw id, rank 1..k, item raw id, score); returns rows written.
 
-    Every rank computes its queries' lists; rank 0 gathers them and writes atomically.
+    The queries: the users (groups) with held-out items in ``split``, or, when ``query_ids`` [n]
+    is given, those entities whatever their split (their train + valid positives excluded, as for
+    test). Every rank computes its queries' lists; rank 0 gathers them and writes atomically.
     """
-    res = _eval(s, split, task, collect=True, k=k)
+    queries = None if query_ids is None else s.data.queries_for(query_ids, task)
+    res = _eval(s, split, task, collect=True, k=k, queries=queries)
     ids = np.concatenate(res.ids) if res.ids else np.zeros(0, np.int64)
     items = np.concatenate(res.items)[:, :k] if res.items else np.zeros((0, k), np.int64)
     scores = np.concatenate(res.scores)[:, :k] if res.scores else np.zeros((0, k), np.float32)

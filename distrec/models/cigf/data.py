@@ -263,6 +263,13 @@ class CigfData(InteractionData):
                 q.batch = self._subgraph_batch(q.ids.numpy(), "user", rng)
             yield q
 
+    def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
+        for step, q in enumerate(super().queries_for(ids, task)):
+            if self.mode == "sampled":
+                rng = step_rng(self.seed, 10_002, step, _SAMPLE_STREAM + self.rank)
+                q.batch = self._subgraph_batch(q.ids.numpy(), "user", rng)
+            yield q
+
     def item_batch(self, items: torch.Tensor) -> Batch:
         if self.mode != "sampled":
             return super().item_batch(items)

@@ -142,3 +142,21 @@ class IGRecData(TaskData):
         return Batch(
             sparse={"ebc": self.kjt}, dense={"items": items.to(torch.int64)}, size=len(items)
         )
+
+    def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
+        """Queries of users or groups ``ids`` [n] whatever their split (export, recommend):
+        targets empty, exclude = train + valid items, as for test."""
+        if task not in ("user", "group"):
+            raise ValueError(f"IGRec has tasks user and group, not {task!r}")
+        exclude = self._positives(task, ("train", "valid"))
+        ids = np.asarray(ids, dtype=np.int64)
+        sl = rank_slice(self.eval_batch, self.rank, self.world)
+        for t in range(max(1, -(-len(ids) // self.eval_batch))):
+            q = ids[t * self.eval_batch : (t + 1) * self.eval_batch][sl]
+            batch = Batch(sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(q)}, size=len(q))
+            yield EvalQuery(
+                batch=batch,
+                ids=torch.from_numpy(q),
+                targets=[[] for _ in q],
+                exclude=[exclude.row(int(x))[0].tolist() for x in q],
+            )
