@@ -56,15 +56,22 @@ def gumbel_softmax(
     hard: bool = False,
     noise: bool = True,
     generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 5-6 over the last dim: ``softmax((logits + G) / tau)``, G ~ Gumbel(0, 1).
 
     ``hard`` returns the one-hot argmax in the forward pass with the soft gradient
     (straight-through). ``noise=False`` drops G (deterministic evaluation). The noise comes from
-    ``generator`` so every rank draws the same sample for a step. logits [..., M] -> [..., M].
+    ``generator`` so every rank draws the same sample for a step, or is given as ``uniform``
+    (U(0, 1) of logits' shape: sampled mode draws it for every group and keeps the rows of the
+    batch's groups, so a group's noise does not depend on the batch). logits [..., M] -> [..., M].
     """
     if noise:
-        u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
+        u = (
+            uniform.to(logits.dtype)
+            if uniform is not None
+            else torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
+        ).to(logits.device)
         # Clamp keeps log(-log(u)) finite at u in {0, 1}.
         u = u.clamp(torch.finfo(logits.dtype).tiny, 1.0 - torch.finfo(logits.dtype).eps)
         logits = logits - torch.log(-torch.log(u))
@@ -83,6 +90,7 @@ def select_interests(
     hard: bool,
     noise: bool,
     generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 6-7: ``w = gumbel_softmax(e_g . i_n)``, ``i*_g = sum_n w_n i_n``.
 
@@ -91,7 +99,7 @@ def select_interests(
     use psi itself as the logit.
     """
     psi = torch.einsum("gmd,gd->gm", readout, e_g)
-    w = gumbel_softmax(psi, tau, hard=hard, noise=noise, generator=generator)
+    w = gumbel_softmax(psi, tau, hard=hard, noise=noise, generator=generator, uniform=uniform)
     return torch.einsum("gm,gmd->gd", w, readout), w
 
 

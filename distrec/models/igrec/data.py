@@ -6,6 +6,11 @@ plus index tensors in ``Batch.dense``: ``users, pos`` [b], ``neg`` [b, K], ``gro
 is the same set of rows whatever the world size and each rank takes its contiguous slice, so the
 mean of the per-rank losses equals the 1-rank loss (``dense["norm"]`` holds the denominators).
 The group triples ride along: each step takes ceil(group pairs / steps) of them.
+
+``sampled`` graph mode (:mod:`distrec.models.igrec.sampled`): each rank samples the neighbourhood
+of its own slice only; the KJT looks up that neighbourhood's rows (``lookup_n`` [tables] real
+bags per key), padded to the step's largest lookup over all ranks (one all-reduce here, in the
+trainer's thread). Index tensors are then local ids, plus the ``g.*`` blocks and member edges.
 """
 
 from __future__ import annotations
@@ -14,13 +19,31 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from distrec.data.collate import max_over_ranks
 from distrec.data.csr import Csr
 from distrec.data.loader import RankShard, rank_slice, step_rng
 from distrec.data.sampling import uniform_negatives
 from distrec.models.api import Batch, EvalQuery, TaskData
 from distrec.models.igrec.graphs import IGRecGraphs, read_pairs
 from distrec.models.igrec.model import full_table_kjt
+from distrec.models.igrec.sampled import IGRecSampler
+
+SAMPLE_STREAM = 3  # step_rng stream of neighbourhood sampling (0: negatives and noise seed)
+
+
+def lookup_kjt(ids: dict[str, np.ndarray]) -> tuple[KeyedJaggedTensor, torch.Tensor]:
+    """KJT fetching ``ids[key]`` (one id per bag) for every key, padded to the same stride on
+    every rank; returns it and ``lookup_n`` [keys] (real bags per key)."""
+    n = [len(v) for v in ids.values()]
+    stride = max_over_ranks(max(max(n), 1))
+    lengths = np.concatenate([(np.arange(stride) < k).astype(np.int32) for k in n])
+    values = np.concatenate(list(ids.values())).astype(np.int64)
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        list(ids), torch.from_numpy(values), torch.from_numpy(lengths)
+    )
+    return kjt, torch.tensor(n, dtype=torch.int64)
 
 
 class IGRecData(TaskData):
@@ -39,6 +62,7 @@ class IGRecData(TaskData):
         world: int,
         seed: int,
         with_interest_table: bool = False,
+        sampler: IGRecSampler | None = None,
     ) -> None:
         self.bundle_dir, self.g = bundle_dir, graphs
         self.target_behavior = target_behavior
@@ -56,6 +80,8 @@ class IGRecData(TaskData):
         if with_interest_table:
             counts["interest"] = graphs.num_users
         self.kjt = full_table_kjt(counts)
+        self.sampler = sampler  # sampled graph mode when set
+        self.with_interest_table = with_interest_table
         self.pos_user = Csr.from_pairs(
             graphs.ui_user, graphs.ui_item, graphs.num_users, graphs.num_items
         )
@@ -90,6 +116,12 @@ class IGRecData(TaskData):
                 groups = gpos = np.zeros(0, np.int64)
                 gneg = np.zeros((0, self.k), np.int64)
             noise_seed = int(rng.integers(0, 2**62))
+            if self.sampler is not None:
+                yield self._sampled_batch(
+                    epoch, step, rows, noise_seed,
+                    (users[sl], pos[sl], neg[sl], groups[g_sl], gpos[g_sl], gneg[g_sl]),
+                )  # fmt: skip
+                continue
             dense = {
                 "users": torch.from_numpy(users[sl]),
                 "pos": torch.from_numpy(pos[sl]),
@@ -106,6 +138,34 @@ class IGRecData(TaskData):
                 ),
             }
             yield Batch(sparse={"ebc": self.kjt}, dense=dense, size=len(users[sl]))
+
+    def _sampled_batch(
+        self,
+        epoch: int,
+        step: int,
+        rows: np.ndarray,
+        noise_seed: int,
+        mine: tuple[np.ndarray, ...],
+    ) -> Batch:
+        """This rank's sampled-mode batch from its own slice ``mine`` (users, pos, neg, groups,
+        gpos, gneg; global ids). One rng for every rank: a node's draws do not depend on W."""
+        assert self.sampler is not None
+        p = self.sampler.sample(*mine, step_rng(self.seed, epoch, step, SAMPLE_STREAM))
+        ids = {"user": p["fetch.user"], "item": p["fetch.item"], "group": p["fetch.group"]}
+        if self.with_interest_table:
+            ids["interest"] = p["fetch.user"]
+        kjt, lookup_n = lookup_kjt(ids)
+        dense = {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in p.items()
+            if not k.startswith("fetch.") or k == "fetch.group"
+        }
+        dense["seed"] = torch.tensor(noise_seed, dtype=torch.int64)
+        dense["norm"] = torch.tensor(
+            [len(rows) / self.world, max(self.group_batch, 1) / self.world]
+        )
+        dense["lookup_n"] = lookup_n
+        return Batch(sparse={"ebc": kjt}, dense=dense, size=len(mine[0]))
 
     # ---- evaluation ----------------------------------------------------------------------
     def _positives(self, task: str, splits: tuple[str, ...]) -> Csr:

@@ -29,6 +29,7 @@ from distrec.models.igrec.fusion import (
     user_group_pool,
 )
 from distrec.models.igrec.graphs import IGRecGraphs
+from distrec.models.igrec.sampled import represent_sampled
 
 
 def full_table_kjt(counts: dict[str, int]) -> KeyedJaggedTensor:
@@ -147,11 +148,20 @@ class IGRec(RecModel):
         )
 
     # ---- representation ------------------------------------------------------------------
-    def _tables(self, kjt: KeyedJaggedTensor | None) -> dict[str, torch.Tensor]:
+    def _tables(
+        self, kjt: KeyedJaggedTensor | None, lookup_n: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Pooled rows per table, padding bags dropped: every row, or (sampled mode) the first
+        ``lookup_n[j]`` bags of key j (``lookup_n`` [tables], in ``self.counts`` order)."""
         if kjt is None:
             kjt = full_table_kjt(self.counts).to(self.readout.w_att.device)
         pooled = self.ebc(kjt).to_dict()
-        return {k: pooled[k][:n] for k, n in self.counts.items()}
+        counts = (
+            self.counts
+            if lookup_n is None
+            else dict(zip(self.counts, (int(n) for n in lookup_n.tolist()), strict=True))
+        )
+        return {k: pooled[k][:n] for k, n in counts.items()}
 
     def _interests(self, t: dict[str, torch.Tensor], users: torch.Tensor) -> torch.Tensor | None:
         """Interests of ``users`` [n] -> [n, M, D]; None when the variant has none."""
@@ -202,8 +212,11 @@ class IGRec(RecModel):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         d = batch.dense
         gen = torch.Generator().manual_seed(int(d["seed"].item()))
-        t = self._tables(batch.sparse.get("ebc"))
-        r = self.represent(t, generator=gen, noise=True)
+        t = self._tables(batch.sparse.get("ebc"), d.get("lookup_n"))
+        if "g.layers" in d:  # sampled mode: local ids of the batch's neighbourhood
+            r = represent_sampled(self, t, d, gen)
+        else:
+            r = self.represent(t, generator=gen, noise=True)
         users, pos, neg = d["users"], d["pos"], d["neg"]  # [B], [B], [B, K]
         groups, gpos, gneg = d["groups"], d["gpos"], d["gneg"]
         # Sums over this rank's rows divided by (global rows / world): the gradient all-reduce
