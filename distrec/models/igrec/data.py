@@ -150,7 +150,9 @@ class IGRecData(TaskData):
         """This rank's sampled-mode batch from its own slice ``mine`` (users, pos, neg, groups,
         gpos, gneg; global ids). One rng for every rank: a node's draws do not depend on W."""
         assert self.sampler is not None
-        p = self.sampler.sample(*mine, step_rng(self.seed, epoch, step, SAMPLE_STREAM))
+        users, pos, neg, groups, gpos, gneg = mine
+        rng = step_rng(self.seed, epoch, step, SAMPLE_STREAM)
+        p = self.sampler.sample(users, pos, neg, groups, gpos, gneg, rng)
         ids = {"user": p["fetch.user"], "item": p["fetch.item"], "group": p["fetch.group"]}
         if self.with_interest_table:
             ids["interest"] = p["fetch.user"]
