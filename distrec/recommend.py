@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         export()
+    except NotImplementedError as e:  # e.g. --all for a sequence model: queries need a split
+        print(f"error: --all/--ids/--users: {e}; use --split", file=sys.stderr)
+        return 2
     finally:
         destroy_distributed()
     return 0

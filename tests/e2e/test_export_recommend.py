@@ -16,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from distrec.data.bundle import Bundle
-from distrec.data.schema import Manifest
+from distrec.data.schema import ID_MAP, Manifest, TableInfo, schema_to_json
 from distrec.engine.export import read_vectors
 from distrec.engine.session import load_run_config
 from distrec.models.registry import get_spec
@@ -49,6 +50,21 @@ MODELS = {
         ],
     ),  # fmt: skip
 }
+
+
+def _add_id_tables(bundle: Path) -> Path:
+    """Raw-id tables (as the Spark build writes them) for a test bundle that has none: a
+    permutation, so that an index-for-raw-id mix-up shows."""
+    m = Manifest.load(str(bundle))
+    rng = np.random.default_rng(1)
+    for kind, n, prefix in (("users", m.num_users, "u"), ("items", m.num_items, "i")):
+        raw = [f"{prefix}{v}" for v in rng.permutation(n) * 3 + 1]
+        t = pa.table({"raw_id": raw, "idx": np.arange(n, dtype=np.int64)}, schema=ID_MAP)
+        (bundle / "ids" / kind).mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, bundle / "ids" / kind / "part-00000.parquet")
+        m.tables[f"ids/{kind}"] = TableInfo(f"ids/{kind}", n, schema_to_json(ID_MAP))
+    m.write(str(bundle))
+    return bundle
 
 
 def _train(model: str, bundle: Path, run_dir: Path, port: int) -> Path:
@@ -137,7 +153,7 @@ def test_exported_vectors_reproduce_scores(
 
 @pytest.mark.timeout(900)
 def test_multi_interest_export_one_row_per_interest(tmp_path: Path) -> None:
-    bundle = write_seq_bundle(tmp_path / "seq")
+    bundle = _add_id_tables(write_seq_bundle(tmp_path / "seq"))
     run_dir = _train("dismir", bundle, tmp_path / "dismir", 29750)
     inter, items, recs = tmp_path / "interests", tmp_path / "items", tmp_path / "recs.parquet"
     jobs = [
