@@ -12,7 +12,9 @@ sharding moves the loss by far more (each case asserts the curve moves by over 1
 
 The optimizers are chosen so that every sharding is exactly the 1-rank optimizer: column_wise
 with fused element-wise Adagrad (row-wise Adagrad keeps one accumulator per row and column
-shard: a different optimizer, which the planner therefore never proposes), data_parallel with
+shard: a different optimizer, which the planner therefore never proposes; measured on this
+bundle: 20 steps of MF column_wise with row-wise Adagrad leave the 1-rank curve by up to 0.9 %
+relative, 90x the tolerance), data_parallel with
 the dense kernel (a data-parallel table trains with the dense optimizer, STACK.md).
 """
 
