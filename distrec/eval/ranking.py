@@ -72,6 +72,13 @@ def compute_item_reps(
     list-then-concatenate copy: at 10^7 items the slice is the largest thing a rank holds);
     every rank makes the same number of calls (sharded lookups are collectives) and a rank with
     nothing left looks up one dummy item."""
+    local = getattr(model, "local_item_rows", None)
+    if local is not None:
+        # reps that are the table's own rows, held locally: a view instead of a copy (at 10^7
+        # items the copy would double the rank's memory)
+        rows = local(lo, hi)
+        if rows is not None:
+            return rows
     per = math.ceil(num_items / world)
     steps = max(1, math.ceil(per / chunk))
     device = _model_device(model)

@@ -146,6 +146,25 @@ class DisMIR(RecModel):
         """[N, D] embeddings of the ``pos`` ids of an item batch."""
         return self.ec(batch.sparse["ec"])["pos"].values()
 
+    @torch.no_grad()
+    def local_item_rows(self, lo: int, hi: int) -> torch.Tensor | None:
+        """Item reps [hi - lo, D] of the items [lo, hi) read from the table itself when this
+        process holds exactly those rows (unsharded, or the row-wise shard of this rank: TorchRec
+        gives rank r the rows from r * ceil(N / W)); a view, no copy. None otherwise (the
+        evaluator then looks the items up)."""
+        weight = self.ec.state_dict().get("embeddings.item.weight")
+        if weight is None:
+            return None
+        if not hasattr(weight, "local_shards"):
+            return weight.detach()[lo:hi]
+        shards = weight.local_shards()
+        if len(shards) != 1:
+            return None
+        meta = shards[0].metadata
+        if list(meta.shard_offsets) != [lo, 0] or list(meta.shard_sizes) != [hi - lo, self.cfg.dim]:
+            return None
+        return shards[0].tensor.detach()
+
     def score(self, query: torch.Tensor, items: torch.Tensor, task: str = "user") -> torch.Tensor:
         """[B, N]: sum over interests of the weighted scores (eq. 5), or the max (ComiRec)."""
         return score_items(query, items, self.cfg.readout)

@@ -76,6 +76,14 @@ def _worker(rank: int, world: int, port: int, bundle: str, out: str) -> None:
             s.metadata.shard_offsets[0]: s.tensor.detach().clone()
             for s in dmp.state_dict()[key].local_shards()
         }
+        # the evaluator's no-copy path: this rank's slice read from its shard equals the
+        # slice looked up through the sharded table
+        from distrec.eval.ranking import item_slice
+
+        lo, hi = item_slice(manifest.num_items, rank, world)
+        looked_up = dmp.module.item_reps(data.item_batch(torch.arange(lo, hi)))
+        local = dmp.module.local_item_rows(lo, hi)
+        assert local is not None and torch.equal(local, looked_up)
         torch.save({"losses": losses, "rows": rows}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
