@@ -261,7 +261,7 @@ def main() -> None:
         "overrides": args.overrides,
         "load": "1-min load average before/after each run in runs[*].load_1m_before_after",
         "machine": MACHINE,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
         "command": command,
     }
     out = args.out or str(REPO / f"bench/results/seq_scale_{args.model}_{items}.json")

@@ -183,9 +183,10 @@ class SequenceData(TaskData):
         """This rank's contiguous part of a global batch (or of a global evaluation step)."""
         return rank_slice(len(global_rows), self.rank, self.world_size)
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        for step, rows in enumerate(self.epoch_global_batches(epoch)):
-            yield self.train_batch(rows, epoch, step)
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        batches = self.epoch_global_batches(epoch)
+        for step in range(start_step, len(batches)):
+            yield self.train_batch(batches[step], epoch, step)
 
     def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
         """This rank's part of the global batch ``global_rows`` (sample indices)."""
