@@ -36,3 +36,8 @@ class MDGRConfig:
     # per-item bias (an extra 4-column block of the item table). A diagnostic: the bias learns
     # popularity, yet the encoder still maps a history to one vector (docs/results/mdgr.md).
     item_bias: bool = False
+    # Not in the paper (eq. 11 runs the clustering attention once per (sequence, candidate)):
+    # false clusters each sequence once with the target-free query (the mean of the encoded
+    # history, what full ranking uses anyway) and scores every candidate against those
+    # interests, so a step's cost does not grow with the candidates per sample.
+    target_aware: bool = True

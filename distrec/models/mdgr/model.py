@@ -100,6 +100,8 @@ class MDGR(RecModel):
             cfg.dim, self.weight_time_dim, cfg.max_len, cfg.weight_hidden
         )
         self.out = nn.Linear(1, 1)  # Linear(z_j . p) of eq. 16
+        # sampled evaluation scores candidates the way training does
+        self.target_aware_candidates = cfg.target_aware
 
     # -- encoding -----------------------------------------------------------------------------
     def _lookup(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -146,8 +148,17 @@ class MDGR(RecModel):
     def _score_items(
         self, z: torch.Tensor, w: torch.Tensor, present: torch.Tensor, items: torch.Tensor
     ) -> torch.Tensor:
-        """Eq. 16 for item representations [B, C, D (+ bias block)] -> [B, C]."""
+        """Eq. 16 for item representations [B, C, D (+ bias block)] -> [B, C], or for one item
+        set [N, D (+ bias)] shared by the batch -> [B, N] (full ranking: a running max over the
+        K interests, never a [B, K, N] block)."""
         d = self.cfg.dim
+        if items.dim() == 2:
+            a, c = self.out.weight.reshape(()), self.out.bias.reshape(())
+            y = torch.full((z.shape[0], items.shape[0]), float("-inf"), device=z.device)
+            for j in range(z.shape[1]):
+                s_j = w[:, j : j + 1] * (a * (z[:, j] @ items[:, :d].T) + c)
+                y = torch.maximum(y, s_j.masked_fill(~present[:, j : j + 1], float("-inf")))
+            return y + items[:, d:].sum(-1) if self.cfg.item_bias else y
         dots = torch.einsum("bkd,bcd->bkc", z, items[..., :d])
         s = w.unsqueeze(-1) * self.out(dots.unsqueeze(-1)).squeeze(-1)
         s = s.masked_fill(~present.unsqueeze(-1), float("-inf"))
@@ -168,7 +179,11 @@ class MDGR(RecModel):
         labels = torch.zeros(cands.shape[:2], device=phi.device)
         labels[:, 0] = 1.0
         packed = torch.cat([phi, days.unsqueeze(-1), mask.float().unsqueeze(-1)], dim=-1)
-        logits = self.score_candidates(packed, cands)
+        if self.cfg.target_aware:
+            logits = self.score_candidates(packed, cands)
+        else:  # one target-free clustering per sequence, every candidate scored against it
+            z, w, present = self._logits(phi, mask, days, self._history_mean(phi, mask))
+            logits = self._score_items(z, w, present, cands)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         return loss, {"user": loss.detach()}
 
@@ -214,6 +229,10 @@ class MDGR(RecModel):
         catalogue is out of reach, so the query vector of eq. 11 is the mean of the encoded
         history here (target-free). Sampled protocols go through :meth:`score_candidates`."""
         phi, mask, days = self._unpack(query)
-        mean = (phi * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        z, w, present = self._logits(phi, mask, days, mean)
-        return self._score_items(z, w, present, items.unsqueeze(0).expand(z.shape[0], -1, -1))
+        z, w, present = self._logits(phi, mask, days, self._history_mean(phi, mask))
+        return self._score_items(z, w, present, items)
+
+    @staticmethod
+    def _history_mean(phi: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, D]: mean of the encoded valid history items (the target-free query of eq. 11)."""
+        return (phi * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)

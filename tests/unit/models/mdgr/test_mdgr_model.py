@@ -156,3 +156,35 @@ def test_item_bias_adds_the_bias_block_to_eq16() -> None:
     loss.backward()
     grad = dict(biased.named_parameters())[key].grad
     assert grad is not None and grad[:, 8:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("item_bias", [False, True])
+def test_full_ranking_scores_equal_the_per_candidate_form(item_bias: bool) -> None:
+    """The [B, N] running-max path of eq. 16 equals scoring every item as a [B, C, D] candidate
+    set (the form training uses)."""
+    torch.manual_seed(0)
+    model = MDGR(_cfg(item_bias=item_bias), NUM_ITEMS, torch.device("cpu")).eval()
+    with torch.no_grad():
+        q = model.query(_batch())
+        phi, mask, days = model._unpack(q)
+        z, w, present = model._logits(phi, mask, days, model._history_mean(phi, mask))
+        items = torch.randn(NUM_ITEMS, model.ec.embedding_configs()[0].embedding_dim)
+        full = model._score_items(z, w, present, items)
+        per = model._score_items(z, w, present, items.unsqueeze(0).expand(4, -1, -1))
+    torch.testing.assert_close(full, per)
+
+
+def test_target_free_training_scores_candidates_like_full_ranking() -> None:
+    """model.target_aware=false: the training logits are the full-ranking scores of the
+    sample's candidates, and sampled evaluation is told to use them."""
+    torch.manual_seed(0)
+    model = MDGR(_cfg(target_aware=False, dropout=0.0), NUM_ITEMS, torch.device("cpu"))
+    assert model.target_aware_candidates is False
+    batch = _batch()
+    loss, _ = model(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        kjt = batch.sparse["ec"]
+        full = model.score(model.query(batch), model.item_reps(Batch(sparse={"ec": kjt})))
+        assert full.shape == (4, 4)  # the 4 pos ids as the item set
