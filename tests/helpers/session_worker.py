@@ -23,10 +23,17 @@ import torch.distributed as dist
 
 from distrec.distributed.env import destroy_distributed
 from distrec.engine.session import build_session
+from distrec.models.api import Batch
 
 
 def _cache(s: Any) -> dict[str, torch.Tensor]:
-    return {"user": s.model._cache["user"], "group": s.model._cache["group"]}
+    m = s.model
+    if "local" in m._cache:  # owned full mode: each rank holds its own rows; gather them all
+        with torch.no_grad():
+            users = m.query(Batch(dense={"ids": torch.arange(m.num_users)}), "user")
+            groups = m.query(Batch(dense={"ids": torch.arange(m.num_groups)}), "group")
+        return {"user": users, "group": groups}
+    return {"user": m._cache["user"], "group": m._cache["group"]}
 
 
 def _query_reps(s: Any) -> dict[str, torch.Tensor]:

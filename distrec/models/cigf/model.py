@@ -247,7 +247,7 @@ class Cigf(RecModel):
             with torch.no_grad():
                 _, _, reps = self._own_reps(dev)
             # [n_local, K*D]: this rank's rows only, already in the query / item_reps layout
-            self._cache = reps.permute(1, 0, 2).reshape(reps.shape[1], -1)
+            self._cache = reps.permute(1, 0, 2).reshape(reps.shape[1], reps.shape[0] * reps.shape[2])
             return
         kjt, n_nodes = node_kjt(np.arange(self.num_users), np.arange(self.num_items))
         batch = Batch(sparse={"ebc": kjt}, dense={"n_nodes": n_nodes}).to(dev)

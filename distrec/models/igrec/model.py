@@ -1,9 +1,12 @@
 """IGRec (paper III): interest disentangler -> interest aggregator -> group fusion -> LightGCN
 rating predictor, trained on the user and the group BPR tasks.
 
-Runs in ``full`` graph mode: every step looks up the whole user, item and group tables through
+Full graph mode with ``partition="owned"`` (the default): each rank computes the rows it owns
+(:mod:`distrec.models.igrec.owned`: own-rows lookup, halo all-to-alls for the members, the groups
+of its users and the LightGCN layers) and gathers the batch's rows from their owners. With
+``partition="replicated"`` every step looks up the whole user, item and group tables through
 the (possibly sharded) EmbeddingBagCollection, reads out every group from its (capped) members
-and propagates over the whole user-item graph, as the paper does. The group readout works on an
+and propagates over the whole user-item graph on every rank, as the paper does. The group readout works on an
 edge list with a member cap, so its memory is O(groups * cap * M * D), not O(sum of group sizes).
 
 Shapes: U users, I items, G groups, E membership edges, B batch, K negatives, M interests, D dim.
@@ -18,6 +21,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from distrec.graph.halo import Exchange
 from distrec.models.api import Batch, RecModel
 from distrec.models.igrec.aggregator import attention_readout, cap_members, select_interests
 from distrec.models.igrec.config import IGRecConfig
@@ -29,7 +33,7 @@ from distrec.models.igrec.fusion import (
     user_group_pool,
 )
 from distrec.models.igrec.graphs import IGRecGraphs
-from distrec.models.igrec.sampled import represent_sampled
+from distrec.models.igrec.owned import OwnedGraphs, eval_cache, forward_owned, gather_typed
 
 
 def full_table_kjt(counts: dict[str, int]) -> KeyedJaggedTensor:
@@ -102,9 +106,15 @@ class IGRec(RecModel):
         l2: float,
         device: torch.device,
         seed: int = 0,
+        partition: str = "owned",
     ) -> None:
         super().__init__()
         cfg.check()
+        if partition not in ("owned", "replicated"):
+            raise ValueError(f"graph.partition: {partition!r} is not one of owned, replicated")
+        self.partition = partition
+        self.exchange = Exchange()  # rows of other ranks (set_exchange); identity in one process
+        self._owned: OwnedGraphs | None = None
         self.cfg, self.layers, self.l2 = cfg, layers, l2
         self.num_users, self.num_items = graphs.num_users, graphs.num_items
         self.num_groups = graphs.num_groups
@@ -129,8 +139,19 @@ class IGRec(RecModel):
         self._set_graphs(graphs)
         self._cache: dict[str, torch.Tensor] = {}
 
+    def set_exchange(self, exchange: Exchange) -> None:
+        """Use ``exchange`` for the rows of other ranks (the session sets the multi-rank one)."""
+        self.exchange, self._owned, self._cache = exchange, None, {}
+
+    def _own(self, device: torch.device) -> OwnedGraphs:
+        """Owned mode's rows and halo plans, built once (collective)."""
+        if self._owned is None or self._owned.has_group.device != device:
+            self._owned = OwnedGraphs(self._graphs, self.counts, self.exchange, device)
+        return self._owned
+
     def _set_graphs(self, g: IGRecGraphs) -> None:
         # Plain attributes, not buffers: structure, not state (kept out of checkpoints and DMP).
+        self._graphs = g
         u = torch.from_numpy(g.ui_user)
         i = torch.from_numpy(g.ui_item)
         w = torch.from_numpy(g.ui_weights())
@@ -148,20 +169,11 @@ class IGRec(RecModel):
         )
 
     # ---- representation ------------------------------------------------------------------
-    def _tables(
-        self, kjt: KeyedJaggedTensor | None, lookup_n: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Pooled rows per table, padding bags dropped: every row, or (sampled mode) the first
-        ``lookup_n[j]`` bags of key j (``lookup_n`` [tables], in ``self.counts`` order)."""
+    def _tables(self, kjt: KeyedJaggedTensor | None) -> dict[str, torch.Tensor]:
         if kjt is None:
             kjt = full_table_kjt(self.counts).to(self.readout.w_att.device)
         pooled = self.ebc(kjt).to_dict()
-        counts = (
-            self.counts
-            if lookup_n is None
-            else dict(zip(self.counts, (int(n) for n in lookup_n.tolist()), strict=True))
-        )
-        return {k: pooled[k][:n] for k, n in counts.items()}
+        return {k: pooled[k][:n] for k, n in self.counts.items()}
 
     def _interests(self, t: dict[str, torch.Tensor], users: torch.Tensor) -> torch.Tensor | None:
         """Interests of ``users`` [n] -> [n, M, D]; None when the variant has none."""
@@ -212,13 +224,15 @@ class IGRec(RecModel):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         d = batch.dense
         gen = torch.Generator().manual_seed(int(d["seed"].item()))
-        t = self._tables(batch.sparse.get("ebc"), d.get("lookup_n"))
-        if "g.layers" in d:  # sampled mode: local ids of the batch's neighbourhood
-            r = represent_sampled(self, t, d, gen)
+        if self.partition == "owned":
+            # r, t: the batch's rows only; the index tensors renumbered to them
+            og = self._own(d["users"].device)
+            r, t, users, pos, neg, groups, gpos, gneg = forward_owned(self, og, d, gen)
         else:
+            t = self._tables(batch.sparse.get("ebc"))
             r = self.represent(t, generator=gen, noise=True)
-        users, pos, neg = d["users"], d["pos"], d["neg"]  # [B], [B], [B, K]
-        groups, gpos, gneg = d["groups"], d["gpos"], d["gneg"]
+            users, pos, neg = d["users"], d["pos"], d["neg"]  # [B], [B], [B, K]
+            groups, gpos, gneg = d["groups"], d["gpos"], d["gneg"]
         # Sums over this rank's rows divided by (global rows / world): the gradient all-reduce
         # averages ranks, which then gives the global batch mean for any split of the rows.
         norm = d["norm"] if "norm" in d else torch.tensor([max(len(users), 1), max(len(groups), 1)])
@@ -246,7 +260,13 @@ class IGRec(RecModel):
 
     # ---- evaluation ----------------------------------------------------------------------
     def prepare_eval(self) -> None:
-        """One full forward without Gumbel noise; query/item_reps read this cache."""
+        """One full forward without Gumbel noise; query/item_reps read this cache (owned: this
+        rank's rows only, ``{"local": [n_local, 2D]}``, see :func:`owned.eval_cache`)."""
+        if self.partition == "owned":
+            with torch.no_grad():
+                local = eval_cache(self, self._own(self.readout.w_att.device))
+            self._cache = {"local": local.detach()}
+            return
         with torch.no_grad():
             r = self.represent(self._tables(None), generator=None, noise=False)
         self._cache = {k: v.detach() for k, v in r.items()}
@@ -255,6 +275,11 @@ class IGRec(RecModel):
         """Final user reps (task "user") or e*_g (task "group") of batch.dense["ids"]: [B, D]."""
         if not self._cache:
             self.prepare_eval()
+        if "local" in self._cache:  # owned: rows from their owners (collective)
+            assert self._owned is not None
+            t = "user" if task == "user" else "group"
+            rows = gather_typed(self._owned, self._cache["local"], {t: [batch.dense["ids"]]})
+            return rows[t][0][:, : self.cfg.dim]
         ids = batch.dense["ids"].to(self._cache["user"].device)
         return self._cache["user" if task == "user" else "group"][ids]
 
@@ -262,6 +287,10 @@ class IGRec(RecModel):
         """[N, 2D]: the user-task item reps, then the group-task item reps (see ``score``)."""
         if not self._cache:
             self.prepare_eval()
+        if "local" in self._cache:
+            assert self._owned is not None
+            items = batch.dense["items"]
+            return gather_typed(self._owned, self._cache["local"], {"item": [items]})["item"][0]
         items = batch.dense["items"].to(self._cache["item"].device)
         return torch.cat([self._cache["item"][items], self._cache["group_item"][items]], dim=1)
 

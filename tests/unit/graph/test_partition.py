@@ -117,3 +117,49 @@ def test_cigf_owned_full_mode_equals_replicated_at_one_rank(
         torch.testing.assert_close(a, c)
     torch.testing.assert_close(out["owned"][2], out["replicated"][2])
     torch.testing.assert_close(out["owned"][3], out["replicated"][3])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        [],
+        ["model.interest_module=embedding", "model.propagate_fused_users=false"],
+        ["model.member_cap=2", "model.group_item_rep=raw", "model.layer_combine=mean"],
+    ],
+)
+def test_igrec_owned_full_mode_equals_replicated_at_one_rank(
+    tmp_path_factory: pytest.TempPathFactory, variant: list[str]
+) -> None:
+    from distrec.config import load_config
+    from distrec.data.schema import Manifest
+    from distrec.models.igrec import build_data, build_model
+
+    b = write_tiny_bundle(tmp_path_factory.mktemp("ig") / "b", users=40, items=30, groups=9)
+    out = {}
+    for p in ("owned", "replicated"):
+        over = [f"data.bundle={b}", "data.batch_size=32", "model.dim=8", "graph.layers=2",
+                f"graph.partition={p}", *variant]  # fmt: skip
+        cfg = load_config("igrec", None, over)
+        torch.manual_seed(0)
+        model = build_model(cfg, Manifest.load(str(b)), torch.device("cpu"))
+        data = build_data(cfg, str(b), 0, 1)
+        batch = next(iter(data.train_batches(0)))
+        loss, terms = model(batch)
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        model.eval()
+        model.prepare_eval()
+        ids = Batch(dense={"ids": torch.arange(40), "items": torch.arange(30)})
+        gids = Batch(dense={"ids": torch.arange(9)})
+        out[p] = (loss, terms, grads, model.query(ids), model.query(gids, "group"),
+                  model.item_reps(ids))  # fmt: skip
+    o, r = out["owned"], out["replicated"]
+    torch.testing.assert_close(o[0], r[0])
+    assert o[1].keys() == r[1].keys()
+    for k in o[1]:
+        torch.testing.assert_close(o[1][k], r[1][k])
+    for a, c in zip(o[2], r[2], strict=True):
+        assert (a is None) == (c is None)
+        if a is not None:
+            torch.testing.assert_close(a, c)
+    for a, c in zip(o[3:], r[3:], strict=True):
+        torch.testing.assert_close(a, c)

@@ -9,6 +9,7 @@ import torch
 
 from distrec.config import load_config
 from distrec.data.schema import Manifest
+from distrec.models.api import Batch
 from distrec.models.igrec import IGRec, build_data, build_model
 
 REPO = Path(__file__).resolve().parents[4]
@@ -105,9 +106,10 @@ def test_eval_is_deterministic_and_train_is_seeded(bundle: Path) -> None:
     model, data = _setup(bundle)
     model.eval()
     model.prepare_eval()
-    a = model._cache["group"].clone()
+    groups = Batch(dense={"ids": torch.arange(model.num_groups)})
+    a = model.query(groups, "group").clone()
     model.prepare_eval()
-    torch.testing.assert_close(model._cache["group"], a)
+    torch.testing.assert_close(model.query(groups, "group"), a)
     model.train()
     batch = next(iter(data.train_batches(0)))
     torch.testing.assert_close(model(batch)[0], model(batch)[0])
