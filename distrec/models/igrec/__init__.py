@@ -16,6 +16,7 @@ from distrec.models.igrec.config import IGRecConfig
 from distrec.models.igrec.data import IGRecData
 from distrec.models.igrec.graphs import load_graphs
 from distrec.models.igrec.model import IGRec
+from distrec.models.igrec.sampled import IGRecSampler
 from distrec.models.registry import ModelSpec
 
 
@@ -35,14 +36,20 @@ def build_model(cfg: Any, manifest: Manifest, device: torch.device) -> IGRec:
 
 def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> IGRecData:
     manifest = Manifest.load(bundle_dir)
-    if cfg.graph.mode != "full":
-        raise ValueError(
-            f"graph.mode: IGRec implements 'full' only (got {cfg.graph.mode!r}); the member cap "
-            "(model.member_cap) bounds the group readout's memory in full mode"
+    graphs = load_graphs(bundle_dir, manifest)
+    sampler = None
+    if cfg.graph.mode == "sampled":
+        sampler = IGRecSampler(
+            graphs,
+            layers=cfg.graph.layers,
+            fanout=list(cfg.graph.fanout),
+            fanout_over=cfg.graph.fanout_over,
+            max_frontier=cfg.graph.max_frontier,
+            member_cap=cfg.model.member_cap,
         )
     return IGRecData(
         bundle_dir,
-        load_graphs(bundle_dir, manifest),
+        graphs,
         target_behavior=len(manifest.behaviors) - 1,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
@@ -51,6 +58,7 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> IGRecDa
         world=world_size,
         seed=cfg.run.seed,
         with_interest_table=cfg.model.interest_module == "embedding",
+        sampler=sampler,
     )
 
 

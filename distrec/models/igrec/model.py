@@ -6,8 +6,9 @@ Full graph mode with ``partition="owned"`` (the default): each rank computes the
 of its users and the LightGCN layers) and gathers the batch's rows from their owners. With
 ``partition="replicated"`` every step looks up the whole user, item and group tables through
 the (possibly sharded) EmbeddingBagCollection, reads out every group from its (capped) members
-and propagates over the whole user-item graph on every rank, as the paper does. The group readout works on an
-edge list with a member cap, so its memory is O(groups * cap * M * D), not O(sum of group sizes).
+and propagates over the whole user-item graph on every rank, as the paper does. The group
+readout works on an edge list with a member cap, so its memory is O(groups * cap * M * D), not
+O(sum of group sizes).
 
 Shapes: U users, I items, G groups, E membership edges, B batch, K negatives, M interests, D dim.
 """
@@ -34,6 +35,7 @@ from distrec.models.igrec.fusion import (
 )
 from distrec.models.igrec.graphs import IGRecGraphs
 from distrec.models.igrec.owned import OwnedGraphs, eval_cache, forward_owned, gather_typed
+from distrec.models.igrec.sampled import represent_sampled
 
 
 def full_table_kjt(counts: dict[str, int]) -> KeyedJaggedTensor:
@@ -169,11 +171,20 @@ class IGRec(RecModel):
         )
 
     # ---- representation ------------------------------------------------------------------
-    def _tables(self, kjt: KeyedJaggedTensor | None) -> dict[str, torch.Tensor]:
+    def _tables(
+        self, kjt: KeyedJaggedTensor | None, lookup_n: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Pooled rows per table, padding bags dropped: every row, or (sampled mode) the first
+        ``lookup_n[j]`` bags of key j (``lookup_n`` [tables], in ``self.counts`` order)."""
         if kjt is None:
             kjt = full_table_kjt(self.counts).to(self.readout.w_att.device)
         pooled = self.ebc(kjt).to_dict()
-        return {k: pooled[k][:n] for k, n in self.counts.items()}
+        counts = (
+            self.counts
+            if lookup_n is None
+            else dict(zip(self.counts, (int(n) for n in lookup_n.tolist()), strict=True))
+        )
+        return {k: pooled[k][:n] for k, n in counts.items()}
 
     def _interests(self, t: dict[str, torch.Tensor], users: torch.Tensor) -> torch.Tensor | None:
         """Interests of ``users`` [n] -> [n, M, D]; None when the variant has none."""
@@ -224,13 +235,16 @@ class IGRec(RecModel):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         d = batch.dense
         gen = torch.Generator().manual_seed(int(d["seed"].item()))
-        if self.partition == "owned":
+        if self.partition == "owned" and "g.layers" not in d:
             # r, t: the batch's rows only; the index tensors renumbered to them
             og = self._own(d["users"].device)
             r, t, users, pos, neg, groups, gpos, gneg = forward_owned(self, og, d, gen)
         else:
-            t = self._tables(batch.sparse.get("ebc"))
-            r = self.represent(t, generator=gen, noise=True)
+            t = self._tables(batch.sparse.get("ebc"), d.get("lookup_n"))
+            if "g.layers" in d:  # sampled mode: local ids of the batch's neighbourhood
+                r = represent_sampled(self, t, d, gen)
+            else:
+                r = self.represent(t, generator=gen, noise=True)
             users, pos, neg = d["users"], d["pos"], d["neg"]  # [B], [B], [B, K]
             groups, gpos, gneg = d["groups"], d["gpos"], d["gneg"]
         # Sums over this rank's rows divided by (global rows / world): the gradient all-reduce
