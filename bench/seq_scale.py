@@ -185,6 +185,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--baseline", default=None, help="older source tree to measure alternately")
     p.add_argument("--eval-queries", type=int, default=0)
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=k=v,k=v: also measure this tree with these extra overrides (e.g. a switch)",
+    )
     p.add_argument("--port", type=int, default=29960)
     p.add_argument("--out", default=None)
     p.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
@@ -205,12 +211,19 @@ def main() -> None:
             write_bundle(Path(args.bundle), args.users, args.items, 30, seed=0)
         items = json.loads((Path(args.bundle) / "_manifest.json").read_text())["counts"]["items"]
         trees = {"new": str(REPO)}
+        extra: dict[str, list[str]] = {"new": [], "old": []}
         if args.baseline:
             trees["old"] = args.baseline
+        for v in args.variant:
+            name, _, sets = v.partition("=")
+            trees[name] = str(REPO)
+            extra[name] = [x for x in sets.split(",") if x]
         runs: dict[str, list[dict]] = {k: [] for k in trees}
         port = args.port
+        order = (["old"] if args.baseline else []) + [k for k in trees if k != "old"]
         for rep in range(args.repeats):
-            for name, tree in sorted(trees.items(), reverse=True):  # old first when present
+            for name in order:
+                tree = trees[name]
                 res_path = Path(tmp) / f"{name}{rep}.json"
                 cmd = [
                     sys.executable,
@@ -233,8 +246,9 @@ def main() -> None:
                     "--port",
                     str(port),
                     "--eval-queries",
-                    str(args.eval_queries if name == "new" else 0),
+                    str(args.eval_queries if name != "old" else 0),
                     *args.overrides,
+                    *extra[name],
                 ]
                 port += 1
                 env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
@@ -257,6 +271,7 @@ def main() -> None:
         "peak_rss_mb_per_rank": max(r["peak_rss_mb_per_rank"] for r in runs["new"]),
         "baseline_samples_per_s": best.get("old"),
         "baseline_tree": args.baseline,
+        "variants": {k: {"overrides": extra[k], "samples_per_s": best[k]} for k in trees},
         "runs": runs,
         "overrides": args.overrides,
         "load": "1-min load average before/after each run in runs[*].load_1m_before_after",

@@ -17,28 +17,35 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 
-def unique_lookup(ec: torch.nn.Module, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
-    """Embeddings of every key of ``kjt`` (all keys read one table of ``ec``, an
+def lookup_ids(ec: torch.nn.Module, keys: list[str], ids: torch.Tensor) -> torch.Tensor:
+    """Rows [n, D] of ``ids`` (int64 [n]) through ``ec``, whose features ``keys`` all read one
+    table: one bag of the first key holds every id (an EmbeddingCollection does not pool, and a
+    sharded one needs every key present)."""
+    lengths = torch.zeros(len(keys), dtype=torch.int32)
+    lengths[0] = ids.numel()
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=keys, values=ids, lengths=lengths)
+    return ec(kjt)[keys[0]].values()
+
+
+def unique_lookup(
+    ec: torch.nn.Module, kjt: KeyedJaggedTensor, only: tuple[str, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """Embeddings of the keys of ``kjt`` (all reading one table of ``ec``, an
     EmbeddingCollection, sharded or not), as ``{key: values [nnz_key, D]}`` in the KJT's order;
-    lengths/offsets stay those of ``kjt``. The lookup sees each distinct id once."""
+    lengths/offsets stay those of ``kjt``. The lookup sees each distinct id once. ``only``:
+    look up just these keys (the others are left out of the result)."""
     keys = kjt.keys()
-    values = kjt.values()
+    wanted = [k for k in keys if only is None or k in only]
+    parts = [kjt[k].values() for k in wanted]
+    values = torch.cat(parts) if parts else kjt.values()[:0]
     uniq, inverse = torch.unique(values, return_inverse=True)
-    n = len(kjt.lengths()) // max(1, len(keys))  # batch size (same for every key)
-    lengths = torch.zeros(len(keys) * max(n, 1), dtype=kjt.lengths().dtype)
-    lengths[0] = uniq.numel()  # every distinct id in the first bag of the first key
-    if n == 0:  # a KJT without samples still needs one bag per key
-        lengths = torch.zeros(len(keys), dtype=kjt.lengths().dtype)
-        lengths[0] = uniq.numel()
-    dedup = KeyedJaggedTensor.from_lengths_sync(keys=keys, values=uniq, lengths=lengths)
-    table = ec(dedup)[keys[0]].values()  # [U, D]
-    rows = table[inverse]  # [nnz, D]
+    rows = lookup_ids(ec, keys, uniq)[inverse]  # [nnz, D]
     out: dict[str, torch.Tensor] = {}
     start = 0
-    for k, size in zip(keys, kjt.length_per_key()):
-        out[k] = rows[start : start + size]
-        start += size
+    for k, part in zip(wanted, parts):
+        out[k] = rows[start : start + part.numel()]
+        start += part.numel()
     return out
 
 
-__all__ = ["EmbeddingCollection", "unique_lookup"]
+__all__ = ["EmbeddingCollection", "lookup_ids", "unique_lookup"]

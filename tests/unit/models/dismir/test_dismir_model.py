@@ -172,3 +172,23 @@ def test_negative_pool_draws_candidates_from_one_shared_pool(bundle: Path) -> No
     batch = next(iter(data.train_batches(0)))
     neg = batch.sparse["ec"]["neg"].values()
     assert neg.numel() == 32 * 4 and len(torch.unique(neg)) <= 5
+
+
+@pytest.mark.parametrize("variant", ["dismir", "comirec_sa"])
+def test_hardest_only_lookup_gives_the_same_loss_and_gradients(bundle: Path, variant: str) -> None:
+    """Without L2 only the hardest candidate is looked up with gradient; loss and every
+    gradient equal the path that looks all candidates up (forced by a negligible L2)."""
+    model, data = _setup(bundle, VARIANTS[variant])
+    batch = next(iter(data.train_batches(0)))
+    results = []
+    for l2 in (0.0, 1e-30):
+        model.l2 = l2
+        model.zero_grad()
+        loss, _ = model(batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, g in results[0][1].items():
+        torch.testing.assert_close(g, results[1][1][name], msg=name)
