@@ -69,6 +69,8 @@ class TrainConfig:
 class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
     protocol: str = "full"  # full | sampled (fixed candidates from the bundle's eval/ table)
+    # mask each query's already-seen items (train positives, + valid ones on test) from the
+    # ranking; false ranks every item (evaluate, recommend and validation alike)
     exclude_train: bool = True
     auc: bool = True  # false: no AUC (a second chunked pass over the items) at catalogue scale
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,13 @@ from distrec.eval.ranking import EvalResult, evaluate_split
 from distrec.models.api import EvalQuery
 
 
+def _seen_items_ranked(queries: Iterable[EvalQuery]) -> Iterator[EvalQuery]:
+    """``eval.exclude_train=false``: the queries with nothing masked, so the items a user already
+    has (train positives, and valid ones on test) take part in the ranking."""
+    for q in queries:
+        yield dataclasses.replace(q, exclude=[[] for _ in q.exclude])
+
+
 def _eval(
     s: Any,
     split: str,
@@ -24,6 +32,10 @@ def _eval(
     k: int | None = None,
     queries: Iterable[EvalQuery] | None = None,
 ) -> EvalResult:
+    with_auc = bool(getattr(s.cfg.eval, "auc", True)) and queries is None
+    if not s.cfg.eval.exclude_train:
+        base = queries if queries is not None else s.data.eval_queries(split, task)
+        queries = _seen_items_ranked(base)
     return evaluate_split(
         s.model,
         s.data,
@@ -34,7 +46,7 @@ def _eval(
         item_chunk=max(s.cfg.data.eval_batch_size, 1),
         collect_topk=collect,
         export_k=k,
-        with_auc=bool(getattr(s.cfg.eval, "auc", True)) and queries is None,
+        with_auc=with_auc,
         queries=queries,
     )
 
