@@ -180,7 +180,9 @@ class PartitionedGraph:
     ``relations``: K lists of ``(src type, dst type, Csr [N_src, N_dst])`` pieces; piece
     ``(s, d, A)`` puts ``A``'s rows of this rank's type-``s`` nodes into local rows and its
     columns at type ``d``'s flat ids; ``("*", "*", A)`` is a whole flat-space matrix
-    [total, total]. A LightGCN layer is one matrix of two pieces (``ui``, ``iu``); CIGF has K
+    [total, total]. A typed piece may hold all rows [N_s, N_d] or only this rank's own rows
+    [hi - lo, N_d] (row k = node lo + k: what :func:`distrec.graph.partition.own_rows` reads); the
+    two agree where they have the same row count. A LightGCN layer is one matrix of two pieces (``ui``, ``iu``); CIGF has K
     flat matrices (users then items).
 
     Collective to build (the halo plan). ``matmul(h_local)`` -> K products [n_local, F], one
@@ -204,7 +206,17 @@ class PartitionedGraph:
                 typed = [(s, d)] if s != "*" else [(t, "*") for t in part.types]
                 for src, dst in typed:
                     lo, hi = part.range(src)
-                    row0 = part.offsets[src] if s == "*" else 0
+                    if s == "*":
+                        row0 = part.offsets[src]
+                    elif adj.num_src == part.num_nodes[src]:
+                        row0 = 0
+                    elif adj.num_src == hi - lo:  # own rows only
+                        row0 = -lo
+                    else:
+                        raise ValueError(
+                            f"{src}->{dst} piece has {adj.num_src} rows: neither all "
+                            f"{part.num_nodes[src]} nor this rank's {hi - lo}"
+                        )
                     r, c, w = local_rows(adj, row0 + lo, row0 + hi)
                     rows_l.append(r + int(part.local_index(src, torch.tensor([lo]))[0]))
                     cols_l.append(c + (0 if dst == "*" else part.offsets[dst]))

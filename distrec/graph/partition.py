@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+
+from distrec.data.bundle import Bundle
+from distrec.data.csr import Csr
 
 
 def block_size(n: int, world: int) -> int:
@@ -116,3 +120,15 @@ class NodePartition:
         """Positions in this rank's local rows of its own type-``t`` ids."""
         lo, _ = self.range(t)
         return ids.to(torch.int64) - lo + int(self._local_start[self.rank, self.types.index(t)])
+
+
+def own_rows(bundle: Bundle, name: str, lo: int, hi: int) -> Csr:
+    """Rows ``[lo, hi)`` of bundle graph ``name`` as a Csr [hi - lo, N_dst] (row k = node lo + k).
+
+    The one place a rank reads its adjacency rows. Until the bundle reader's partial read (#15,
+    ``Bundle.graph_rows``) lands this slices a full read; the switch is this function's body.
+    """
+    full = bundle.graph(name)
+    a, b = int(full.indptr[lo]), int(full.indptr[hi])
+    indptr = np.asarray(full.indptr[lo : hi + 1], dtype=np.int64) - a
+    return Csr(indptr, full.indices[a:b], full.weights[a:b], hi - lo, full.num_dst)

@@ -22,6 +22,8 @@ partitioned. ``partition="replicated"``: every rank looks up and propagates the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,9 +65,13 @@ class Cigf(RecModel):
         l2: float = 1e-4,
         device: torch.device | None = None,
         partition: str = "owned",
+        adj_rows: Callable[[NodePartition], list[list[tuple[str, str, Csr]]]] | None = None,
     ) -> None:
+        """``adj_rows`` (owned full mode, instead of ``adjs``): reads this rank's rows of the K
+        graphs, ``[[("user", "item", ui rows), ("item", "user", iu rows)] per behavior]``."""
         super().__init__()
         cfg.validate()
+        self._adj_rows = adj_rows
         if partition not in ("owned", "replicated"):
             raise ValueError(f"graph.partition: {partition!r} is not one of owned, replicated")
         self.partition = partition
@@ -134,13 +140,16 @@ class Cigf(RecModel):
     def _owned(self, device: torch.device) -> tuple[NodePartition, PartitionedGraph]:
         """This rank's rows of the K graphs and their halo plan, built once (collective)."""
         if self._pg is None or self._pg.halo.send_idx.device != device:
-            if self._adjs_cpu is None:
-                raise RuntimeError("CIGF owned full mode needs the full-mode adjacencies")
             ex = self.exchange
             part = NodePartition(
                 {"user": self.num_users, "item": self.num_items}, ex.world, ex.rank
             )
-            pieces = [[("*", "*", a)] for a in self._adjs_cpu]
+            if self._adj_rows is not None:
+                pieces = self._adj_rows(part)
+            elif self._adjs_cpu is not None:
+                pieces = [[("*", "*", a)] for a in self._adjs_cpu]
+            else:
+                raise RuntimeError("CIGF owned full mode needs the full-mode adjacencies")
             self._part, self._pg = part, PartitionedGraph(part, pieces, ex, device)
             kjt, n_nodes = node_kjt(
                 part.own("user").numpy(), part.own("item").numpy(), max(part.blocks.values())
@@ -240,14 +249,16 @@ class Cigf(RecModel):
     def prepare_eval(self) -> None:
         """Full mode: one full-graph propagation (all rows looked up on every rank), cached."""
         self._cache = None
-        if self._adjs_cpu is None:
+        if self._adjs_cpu is None and self._adj_rows is None:  # sampled mode
             return
         dev = self._device()
         if self.partition == "owned":
             with torch.no_grad():
                 _, _, reps = self._own_reps(dev)
             # [n_local, K*D]: this rank's rows only, already in the query / item_reps layout
-            self._cache = reps.permute(1, 0, 2).reshape(reps.shape[1], reps.shape[0] * reps.shape[2])
+            self._cache = reps.permute(1, 0, 2).reshape(
+                reps.shape[1], reps.shape[0] * reps.shape[2]
+            )
             return
         kjt, n_nodes = node_kjt(np.arange(self.num_users), np.arange(self.num_items))
         batch = Batch(sparse={"ebc": kjt}, dense={"n_nodes": n_nodes}).to(dev)

@@ -154,6 +154,10 @@ class IGRec(RecModel):
     def _set_graphs(self, g: IGRecGraphs) -> None:
         # Plain attributes, not buffers: structure, not state (kept out of checkpoints and DMP).
         self._graphs = g
+        self._member_group = torch.from_numpy(g.member_group)
+        self._member_user = torch.from_numpy(g.member_user)
+        if self.partition == "owned":  # whole-graph products are never used: no O(E) copies
+            return
         u = torch.from_numpy(g.ui_user)
         i = torch.from_numpy(g.ui_item)
         w = torch.from_numpy(g.ui_weights())
@@ -164,8 +168,6 @@ class IGRec(RecModel):
         self._a_iu = torch.sparse_coo_tensor(
             torch.stack([i, u]), w, shape[::-1], check_invariants=True
         ).coalesce()
-        self._member_group = torch.from_numpy(g.member_group)
-        self._member_user = torch.from_numpy(g.member_user)
         self._pool = user_group_pool(
             self._member_user, self._member_group, self.num_users, self.num_groups
         )

@@ -11,21 +11,33 @@ from distrec.models.registry import ModelSpec
 
 
 def build_model(cfg: Any, manifest: Any, device: torch.device) -> LightGCN:
-    """Reads the graph from ``cfg.data.bundle`` (the model keeps it for full propagation)."""
+    """Owned full mode reads only this rank's adjacency rows (when the bundle has the graph
+    tables and their weights are used as they are); otherwise the model keeps the whole graph."""
     from distrec.data.bundle import Bundle
     from distrec.graph.adjacency import bipartite_from_bundle
 
+    b = cfg.model.behavior or manifest.target_behavior
+    names = (f"ui.{b}", f"iu.{b}")
+    common = dict(layers=cfg.graph.layers, l2=cfg.train.l2, device=device)
+    has_tables = all(f"graphs/{n}" in manifest.tables for n in names)
+    if cfg.graph.partition == "owned" and has_tables and not cfg.model.renormalize:
+        from distrec.graph.partition import NodePartition, own_rows
+
+        path = cfg.data.bundle
+
+        def rows(part: NodePartition) -> list[tuple[str, str, Any]]:
+            bundle = Bundle(path)
+            return [
+                ("user", "item", own_rows(bundle, names[0], *part.range("user"))),
+                ("item", "user", own_rows(bundle, names[1], *part.range("item"))),
+            ]
+
+        counts = {"user": manifest.num_users, "item": manifest.num_items}
+        return LightGCN(cfg.model, counts, partition="owned", rows=rows, **common)  # type: ignore[arg-type]
     graph = bipartite_from_bundle(
         Bundle(cfg.data.bundle), cfg.model.behavior or None, renormalize=cfg.model.renormalize
     )
-    return LightGCN(
-        cfg.model,
-        graph,
-        layers=cfg.graph.layers,
-        l2=cfg.train.l2,
-        device=device,
-        partition=cfg.graph.partition,
-    )
+    return LightGCN(cfg.model, graph, partition=cfg.graph.partition, **common)  # type: ignore[arg-type]
 
 
 def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> Any:

@@ -27,6 +27,7 @@ identity, so this stays single-device code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from distrec.data.csr import Csr
 from distrec.graph.adjacency import HeteroGraph
 from distrec.graph.halo import Exchange, PartitionedGraph, gather_rows
 from distrec.graph.partition import NodePartition
@@ -75,25 +77,37 @@ class LightGCN(RecModel):
     def __init__(
         self,
         cfg: LightGCNConfig,
-        graph: HeteroGraph,
+        graph: HeteroGraph | dict[str, int],
         *,
         layers: int = 3,
         l2: float = 1e-4,
         device: torch.device | None = None,
         partition: str = "owned",
+        rows: Callable[[NodePartition], list[tuple[str, str, Csr]]] | None = None,
     ) -> None:
+        """``graph``: the whole graph, or only ``{"user": U, "item": I}`` when ``rows`` reads this
+        rank's adjacency rows (``[("user", "item", ui rows), ("item", "user", iu rows)]``, see
+        :func:`distrec.graph.partition.own_rows`; owned mode only)."""
         super().__init__()
         if partition not in ("owned", "replicated"):
             raise ValueError(f"graph.partition: {partition!r} is not one of owned, replicated")
+        if not isinstance(graph, HeteroGraph) and (rows is None or partition != "owned"):
+            raise ValueError("LightGCN: pass the graph, or node counts with rows in owned mode")
+        self._read_rows = rows
         self.layers, self.l2 = layers, l2
         self.partition = partition
         self.exchange = Exchange()
         self._pg: PartitionedGraph | None = None
         self._part: NodePartition | None = None
-        self.num_users, self.num_items = graph.num_nodes["user"], graph.num_nodes["item"]
-        self.relations = {r.name: (r.src, r.dst) for r in graph.relations}
+        counts = graph.num_nodes if isinstance(graph, HeteroGraph) else graph
+        self.num_users, self.num_items = counts["user"], counts["item"]
+        self.relations = (
+            {r.name: (r.src, r.dst) for r in graph.relations}
+            if isinstance(graph, HeteroGraph)
+            else {"ui": ("user", "item"), "iu": ("item", "user")}
+        )
         # Plain attributes, not buffers: DDP must not broadcast them, checkpoints need not hold them.
-        self._graph = graph
+        self._graph = graph if isinstance(graph, HeteroGraph) else None
         self._adj: dict[str, torch.Tensor] | None = None
         self._cache: Embeddings | None = None
         self._device: torch.device | None = None
@@ -136,8 +150,12 @@ class LightGCN(RecModel):
             part = NodePartition(
                 {"user": self.num_users, "item": self.num_items}, ex.world, ex.rank
             )
-            rel = {r.name: r for r in self._graph.relations}
-            pieces = [("user", "item", rel["ui"].adj), ("item", "user", rel["iu"].adj)]
+            if self._read_rows is not None:
+                pieces = self._read_rows(part)
+            else:
+                assert self._graph is not None
+                rel = {r.name: r for r in self._graph.relations}
+                pieces = [("user", "item", rel["ui"].adj), ("item", "user", rel["iu"].adj)]
             self._part, self._pg = part, PartitionedGraph(part, [pieces], ex, device)
             users, items = part.own("user"), part.own("item")
             stride = max(part.blocks.values())  # the same bag count on every rank
@@ -154,6 +172,7 @@ class LightGCN(RecModel):
         return part, propagate_partitioned(pg, h0, self.layers)
 
     def _adjacency(self, device: torch.device) -> dict[str, torch.Tensor]:
+        assert self._graph is not None, "replicated mode needs the whole graph"
         if self._adj is None or next(iter(self._adj.values())).device != device:
             self._adj = self._graph.torch_adjacency(device)
         return self._adj

@@ -163,3 +163,21 @@ def test_igrec_owned_full_mode_equals_replicated_at_one_rank(
             torch.testing.assert_close(a, c)
     for a, c in zip(o[3:], r[3:], strict=True):
         torch.testing.assert_close(a, c)
+
+
+def test_lightgcn_build_model_reads_own_rows_and_equals_replicated(bundle: Path) -> None:
+    from distrec.config import load_config
+    from distrec.models.lightgcn import build_model
+
+    out = {}
+    for p in ("owned", "replicated"):
+        cfg = load_config("lightgcn", None, [f"data.bundle={bundle}", "model.dim=8",
+                                             "graph.layers=2", f"graph.partition={p}"])  # fmt: skip
+        torch.manual_seed(0)
+        m = build_model(cfg, Bundle(bundle).manifest, torch.device("cpu"))
+        assert (m._graph is None) == (p == "owned")  # owned keeps no whole graph
+        loss, _ = m(_batch(None, 30, 20))
+        out[p] = (loss, torch.autograd.grad(loss, list(m.parameters())))
+    torch.testing.assert_close(out["owned"][0], out["replicated"][0])
+    for a, c in zip(out["owned"][1], out["replicated"][1], strict=True):
+        torch.testing.assert_close(a, c)
