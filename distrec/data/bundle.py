@@ -1,8 +1,13 @@
 """Reader of a dataset bundle (the layout is in :mod:`distrec.data.schema`). Torch-free.
 
+A bundle is a local directory or a URI (``s3://``, ``gs://``, ``hdfs://``, ``file://``; see
+:mod:`distrec.data.fs`). Graph tables are partitioned by src range: :meth:`Bundle.graph_rows` reads
+only the row groups whose src statistics meet ``[lo, hi)``, and :meth:`Bundle.row_groups` lists a
+table's row groups from the Parquet footers alone (what the streaming reader deals out to ranks).
+
 Example::
 
-    b = Bundle("data/demo/bundle")
+    b = Bundle("data/demo/bundle")        # or Bundle("s3://bucket/demo/bundle")
     b.manifest.num_items                      # table sizes always come from the manifest
     train = b.interactions("train", "buy")    # {"user": int64[E], "item": ..., "behavior": ..., "ts": ...}
     ui = b.graph("ui.buy")                    # Csr users x items, symmetric-normalised weights
@@ -11,20 +16,26 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from distrec.data import fs as bfs
 from distrec.data.csr import Csr
 from distrec.data.schema import (
+    GRAPH,
     GRAPH_GROUP_ITEM,
     GRAPH_GROUP_USER,
     GRAPH_ITEM_COOC,
     GRAPH_USER_GROUP,
+    MANIFEST_FILE,
     BundleFormatError,
     Manifest,
     schema_for,
@@ -60,11 +71,26 @@ class Bundle:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise BundleFormatError(f"{self.path}: bundle directory does not exist")
-        self.manifest = Manifest.load(str(self.path))
+        self.uri = os.fspath(path)
+        self.fs, self.root = bfs.open_bundle_fs(self.uri)
+        self.path = Path(self.root)  # the path inside ``fs`` (messages name it)
+        where = bfs.redact(self.uri)
+        if not bfs.is_dir(self.fs, self.root):
+            raise BundleFormatError(f"{where}: bundle directory does not exist")
+        text = bfs.read_text(self.fs, f"{self.root}/{MANIFEST_FILE}")
+        if text is None:
+            raise BundleFormatError(
+                f"{where}: no {MANIFEST_FILE}; not a dataset bundle (build one with "
+                "`python -m spark_jobs.build_bundle`)"
+            )
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BundleFormatError(f"{where}/{MANIFEST_FILE}: not valid JSON: {e}") from e
+        self.manifest = Manifest.from_dict(d, where=f"{where}/{MANIFEST_FILE}")
         self._graphs: dict[str, Csr] = {}
+        self._row_groups: dict[str, list[RowGroup]] = {}
+        self.rows_read: dict[str, int] = {}  # table -> rows read so far (tests count them)
 
     # ------------------------------------------------------------------ tables
     def table_dir(self, name: str) -> Path:
@@ -76,7 +102,21 @@ class Bundle:
         d = self.table_dir(name)
         if split is not None:
             d = d / f"split={split}"
-        return d.is_dir() and any(_data_files(d))
+        return bool(bfs.data_files(self.fs, str(d)))
+
+    def files(self, name: str, split: str | None = None) -> list[str]:
+        """Data files of table ``name`` (one ``split=`` partition), in the manifest's index order
+        when the manifest lists them (format 2 bundles), else sorted by path."""
+        d = self.table_dir(name)
+        if split is not None:
+            d = d / f"split={split}"
+        info = self.manifest.tables.get(name)
+        listed = getattr(info, "files", None) if info is not None else None
+        if listed:
+            base = self.table_dir(name)
+            entries = [e for e in listed if split is None or e.get("split") in (None, split)]
+            return [str(base / e["path"]) for e in entries]
+        return bfs.data_files(self.fs, str(d))
 
     def table(
         self, name: str, columns: list[str] | None = None, split: str | None = None
@@ -86,7 +126,7 @@ class Bundle:
         d = self.table_dir(name)
         if split is not None:
             d = d / f"split={split}"
-        if not d.is_dir():
+        if not bfs.is_dir(self.fs, str(d)):
             raise BundleFormatError(
                 f"{d}: table {name!r}"
                 + (f" split {split!r}" if split else "")
@@ -97,21 +137,69 @@ class Bundle:
         unknown = [c for c in wanted if c not in schema.names]
         if unknown:
             raise KeyError(f"table {name!r} has no column(s) {unknown}; columns: {schema.names}")
-        files = sorted(_data_files(d))
+        files = bfs.data_files(self.fs, str(d))
         if not files:
             return schema.empty_table().select(wanted)
-        parts = []
-        for f in files:  # file by file so that an error names the file
-            dataset = ds.dataset(str(f), format="parquet")
-            have = dataset.schema.names
-            missing = [c for c in wanted if c not in have]
-            if missing:
-                raise BundleFormatError(
-                    f"{f}: table {name!r} lacks field(s) {missing} (has {have})"
-                )
-            t = dataset.to_table(columns=wanted)
-            parts.append(_cast(t, schema, f))
+        parts = [self._read_file(name, f, wanted) for f in files]
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+    def _read_file(
+        self,
+        name: str,
+        f: str,
+        columns: list[str],
+        where: ds.Expression | None = None,
+        row_groups: list[int] | None = None,
+    ) -> pa.Table:
+        """One data file of table ``name`` (optionally some row groups, optionally filtered), cast
+        to the bundle schema; an error names the file and the field."""
+        schema = schema_for(name)
+        fragment = ds.ParquetFileFormat().make_fragment(f, filesystem=self.fs)
+        have = fragment.physical_schema.names
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise BundleFormatError(f"{f}: table {name!r} lacks field(s) {missing} (has {have})")
+        if row_groups is not None:
+            fragment = fragment.subset(row_group_ids=row_groups)
+        t = fragment.to_table(columns=columns, filter=where)
+        self.rows_read[name] = self.rows_read.get(name, 0) + t.num_rows
+        return _cast(t, schema, Path(f))
+
+    # ------------------------------------------------------------- row groups
+    def row_groups(self, name: str, split: str | None = None) -> list[RowGroup]:
+        """Row groups of table ``name`` from the Parquet footers only (no data read): file, index,
+        rows, list values of the first list column (edges of a graph, items of a sequence) and
+        src min / max (graphs). Cached."""
+        key = f"{name}|{split}"
+        if key not in self._row_groups:
+            out = []
+            for f in self.files(name, split):
+                with self.fs.open_input_file(f) as fh:
+                    md = pq.ParquetFile(fh).metadata
+                out.extend(_footer_row_groups(f, md))
+            self._row_groups[key] = out
+        return self._row_groups[key]
+
+    def graph_rows(self, name: str, lo: int, hi: int, weights: bool = True) -> GraphRows:
+        """Rows of graph ``name`` with src in ``[lo, hi)``, reading only the row groups whose src
+        statistics meet the range (a graph is partitioned and sorted by src range).
+
+        Returns :class:`GraphRows`: ``src`` int64 [n] (ascending), ``indptr`` int64 [n + 1],
+        ``dst`` int64 [E], ``w`` float32 [E] (empty with ``weights=False``: not read); neighbours
+        of each row sorted by dst.
+        """
+        num_src, num_dst = graph_shape(name, self.manifest)
+        lo, hi = max(0, lo), min(hi, num_src)
+        table = f"graphs/{name}"
+        by_file: dict[str, list[int]] = {}
+        for g in self.row_groups(table):
+            if g.src_min is None or (g.src_max >= lo and g.src_min < hi):  # type: ignore[operator]
+                by_file.setdefault(g.file, []).append(g.index)
+        cond = (ds.field("src") >= lo) & (ds.field("src") < hi)
+        cols = ["src", "dst", "w"] if weights else ["src", "dst"]
+        parts = [self._read_file(table, f, cols, cond, rgs) for f, rgs in by_file.items()]
+        t = pa.concat_tables(parts) if parts else GRAPH.empty_table().select(cols)
+        return _graph_rows(t, str(self.table_dir(table)), num_src, num_dst)
 
     # ------------------------------------------------------------ conveniences
     def behavior_index(self, behavior: str) -> int:
@@ -153,34 +241,11 @@ class Bundle:
 
     def _read_graph(self, name: str) -> Csr:
         num_src, num_dst = graph_shape(name, self.manifest)
-        where = self.table_dir(f"graphs/{name}")
-        t = self.table(f"graphs/{name}")
-        src = t["src"].to_numpy()
-        if src.size and (src.min() < 0 or src.max() >= num_src):
-            bad = int(np.flatnonzero((src < 0) | (src >= num_src))[0])
-            raise BundleFormatError(
-                f"{where}: row {bad} field src: {src[bad]} outside [0, {num_src})"
-            )
-        if np.unique(src).size != src.size:
-            raise BundleFormatError(
-                f"{where}: field src has duplicate rows (one row per source node)"
-            )
-        dst_lens = pc.list_value_length(t["dst"]).fill_null(0).to_numpy()
-        w_lens = pc.list_value_length(t["w"]).fill_null(0).to_numpy()
-        if not np.array_equal(dst_lens, w_lens):
-            bad = int(np.flatnonzero(dst_lens != w_lens)[0])
-            raise BundleFormatError(
-                f"{where}: row {bad} (src {src[bad]}): dst and w differ in length"
-            )
-        dst = pc.list_flatten(t["dst"]).to_numpy().astype(np.int64, copy=False)
-        w = pc.list_flatten(t["w"]).to_numpy().astype(np.float32, copy=False)
-        if dst.size and (dst.min() < 0 or dst.max() >= num_dst):
-            bad_edge = int(np.flatnonzero((dst < 0) | (dst >= num_dst))[0])
-            row = int(np.searchsorted(np.cumsum(dst_lens), bad_edge, side="right"))
-            raise BundleFormatError(
-                f"{where}: row {row} (src {src[row]}) field dst: {dst[bad_edge]} outside [0, {num_dst})"
-            )
-        return Csr.from_pairs(np.repeat(src, dst_lens), dst, num_src, num_dst, w, dedup=False)
+        g = _graph_rows(
+            self.table(f"graphs/{name}"), str(self.table_dir(f"graphs/{name}")), num_src, num_dst
+        )
+        lens = np.diff(g.indptr)
+        return Csr.from_pairs(np.repeat(g.src, lens), g.dst, num_src, num_dst, g.w, dedup=False)
 
     def raw_ids(self, kind: str) -> np.ndarray:
         """Raw string ids indexed by idx: ``raw_ids("items")[i]`` is item i's id in the input logs."""
@@ -204,7 +269,7 @@ class Bundle:
 
     def __repr__(self) -> str:
         m = self.manifest
-        return f"Bundle({str(self.path)!r}, users={m.num_users}, items={m.num_items}, behaviors={m.behaviors})"
+        return f"Bundle({bfs.redact(self.uri)!r}, users={m.num_users}, items={m.num_items}, behaviors={m.behaviors})"
 
 
 def list_column(
@@ -248,15 +313,100 @@ def check_ids(
         )
 
 
-def _data_files(d: Path) -> list[Path]:
-    """Parquet files under ``d`` (recursive), skipping Spark's ``_SUCCESS``/``.crc`` markers."""
-    return [
-        p
-        for p in d.rglob("*")
-        if p.is_file()
-        and not any(part.startswith((".", "_")) for part in p.relative_to(d).parts)
-        and p.suffix not in (".crc", ".json", ".tmp")
-    ]
+@dataclass(frozen=True)
+class RowGroup:
+    """One Parquet row group, described from its file's footer alone."""
+
+    file: str
+    index: int
+    rows: int
+    values: int  # entries of the first list column (graph edges, sequence items); 0 if none
+    src_min: int | None = None  # graphs: src statistics
+    src_max: int | None = None
+
+
+def _footer_row_groups(f: str, md: pq.FileMetaData) -> list[RowGroup]:
+    names = [md.schema.column(j).path for j in range(md.num_columns)]
+    src_col = names.index("src") if "src" in names else None
+    list_col = next((j for j, n in enumerate(names) if n.endswith(".element")), None)
+    out = []
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        values = 0
+        if list_col is not None:
+            c = rg.column(list_col)
+            # one definition level per empty or null list: not an entry
+            nulls = c.statistics.null_count if c.statistics is not None else 0
+            values = int(c.num_values) - int(nulls or 0)
+        lo = hi = None
+        if src_col is not None:
+            st = rg.column(src_col).statistics
+            if st is not None and st.has_min_max:
+                lo, hi = int(st.min), int(st.max)
+        out.append(RowGroup(f, i, int(rg.num_rows), values, lo, hi))
+    return out
+
+
+@dataclass
+class GraphRows:
+    """Some rows of a graph: ``src`` int64 [n] ascending, ``indptr`` int64 [n + 1], ``dst`` int64
+    [E] sorted within each row, ``w`` float32 [E]."""
+
+    src: np.ndarray
+    indptr: np.ndarray
+    dst: np.ndarray
+    w: np.ndarray
+
+    def local(self, num_dst: int) -> Csr:
+        """The rows as a :class:`Csr` over local row ids 0..n-1 (row k is node ``src[k]``)."""
+        return Csr(self.indptr, self.dst, self.w, int(self.src.shape[0]), num_dst)
+
+
+def _graph_rows(t: pa.Table, where: str, num_src: int, num_dst: int) -> GraphRows:
+    """Validate a graph table and turn it into :class:`GraphRows` (rows sorted by src)."""
+    src = t["src"].to_numpy()
+    if src.size and (src.min() < 0 or src.max() >= num_src):
+        bad = int(np.flatnonzero((src < 0) | (src >= num_src))[0])
+        raise BundleFormatError(f"{where}: row {bad} field src: {src[bad]} outside [0, {num_src})")
+    order = np.argsort(src, kind="stable")
+    if src.size > 1 and np.any(src[order][1:] == src[order][:-1]):
+        raise BundleFormatError(f"{where}: field src has duplicate rows (one row per source node)")
+    dst_lens = pc.list_value_length(t["dst"]).fill_null(0).to_numpy()
+    has_w = "w" in t.column_names
+    w_lens = pc.list_value_length(t["w"]).fill_null(0).to_numpy() if has_w else dst_lens
+    if not np.array_equal(dst_lens, w_lens):
+        bad = int(np.flatnonzero(dst_lens != w_lens)[0])
+        raise BundleFormatError(f"{where}: row {bad} (src {src[bad]}): dst and w differ in length")
+    dst = pc.list_flatten(t["dst"]).to_numpy().astype(np.int64, copy=False)
+    w = (
+        pc.list_flatten(t["w"]).to_numpy().astype(np.float32, copy=False)
+        if has_w
+        else np.zeros(0, np.float32)
+    )
+    if dst.size and (dst.min() < 0 or dst.max() >= num_dst):
+        bad_edge = int(np.flatnonzero((dst < 0) | (dst >= num_dst))[0])
+        row = int(np.searchsorted(np.cumsum(dst_lens), bad_edge, side="right"))
+        raise BundleFormatError(
+            f"{where}: row {row} (src {src[row]}) field dst: {dst[bad_edge]} outside [0, {num_dst})"
+        )
+    starts = np.concatenate([[0], np.cumsum(dst_lens)]).astype(np.int64)
+    if not np.array_equal(order, np.arange(src.size)):  # files may come in any order: sort rows
+        lens = dst_lens[order]
+        take = np.repeat(starts[order], lens) + (
+            np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        )
+        src, dst_lens, dst = src[order], lens, dst[take]
+        w = w[take] if has_w else w
+        starts = np.concatenate([[0], np.cumsum(dst_lens)]).astype(np.int64)
+    # neighbours sorted within each row (Csr.contains needs it); Spark's and our writers sort,
+    # so check cheaply first
+    down = np.flatnonzero(dst[1:] < dst[:-1]) + 1
+    if np.isin(down, starts, invert=True).any():
+        row_of = np.repeat(np.arange(src.size), dst_lens)
+        sort = np.lexsort((dst, row_of))
+        dst = dst[sort]
+        w = w[sort] if has_w else w
+    return GraphRows(src.astype(np.int64, copy=False), starts, dst, w)
 
 
 def _cast(t: pa.Table, schema: pa.Schema, where: Path) -> pa.Table:

@@ -1,9 +1,11 @@
 """``InteractionData``: the user-item BPR data adapter shared by MF, LightGCN and friends.
 
 Training rows are the unique (user, item) pairs of the train split (target behavior, or the
-behaviors asked for). Each step's global batch of rows and its negatives depend only on
-(seed, epoch, step), and rank r takes its contiguous slice: a 2-rank run sees the same global
-batches as a 1-rank run.
+union of the behaviors asked for), streamed rank-partitioned from the ``ui.<behavior>`` graphs by
+:mod:`distrec.data.stream`: rank r reads only its virtual shards' user ranges, and each step's
+global batch (shard v's quota of pairs, its negatives drawn from the (seed, epoch, step, v)
+stream against the user's positives in the shard) does not depend on the world size. A 2-rank run
+sees the same global batches as a 1-rank run, in another order within the batch.
 
 Batch layout (B = this rank's batch, k = num_negatives)::
 
@@ -27,11 +29,20 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
-from distrec.data.loader import Prefetcher, ProcessPrefetcher, RankShard, rank_slice, step_rng
+from distrec.data.loader import Prefetcher, ProcessPrefetcher, rank_slice, step_rng
 from distrec.data.sampling import uniform_negatives
+from distrec.data.schema import ui_graph
+from distrec.data.stream import (
+    DEFAULT_BUFFER_ROWS,
+    EdgePlan,
+    RankStream,
+    ShardSlice,
+    bundle_partitions,
+)
 from distrec.models.api import Batch, EvalQuery, TaskData
 
 KEYS = ["user", "pos", "neg"]
+NEG_STREAM = 1000  # step_rng stream of shard v's negatives: NEG_STREAM + v
 
 
 def make_kjt(
@@ -91,6 +102,9 @@ class InteractionData(TaskData):
         prefetch: int = 2,
         workers: int = 0,
         candidates: bool = False,
+        partitions: int = 0,
+        buffer_rows: int = DEFAULT_BUFFER_ROWS,
+        pos_behaviors: list[str] | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
         m = self.bundle.manifest
@@ -102,26 +116,22 @@ class InteractionData(TaskData):
         self.num_users, self.num_items = m.num_users, m.num_items
         self.target = m.target_behavior
         self.train_behaviors = list(behaviors) if behaviors else [self.target]
-
-        # Train rows: unique (user, item) over the chosen behaviors.
-        us, its = [], []
-        for b in self.train_behaviors:
-            t = self.bundle.interactions("train", b)
-            us.append(t["user"])
-            its.append(t["item"])
-        self.train_pos = Csr.from_pairs(
-            np.concatenate(us), np.concatenate(its), self.num_users, self.num_items
+        # Train rows: unique (user, item) over the chosen behaviors, this rank's shards only.
+        self.plan = EdgePlan(
+            self.bundle,
+            self.train_behaviors,
+            bundle_partitions(self.bundle, partitions, batch_size),
+            pos_behaviors=pos_behaviors,
+            buffer_rows=buffer_rows,
         )
-        self.train_users = self.train_pos.sources()
-        self.train_items = self.train_pos.indices
-        # Evaluation masks use the target behavior only: a viewed item can still be bought.
-        self.target_train = (
-            self.train_pos if self.train_behaviors == [self.target] else self._pairs("train")
-        )
+        self.stream = RankStream(self.plan, rank, world_size, batch_size, seed)
+        self._target_train: Csr | None = None
         self._heldout: dict[str, Csr] = {}
-        self.shard = RankShard(self.train_users.shape[0], batch_size, rank, world_size, seed)
         self.wait_seconds = 0.0  # consumer wait summed over finished epochs' prefetchers
         self._active: Prefetcher[Any] | ProcessPrefetcher[Any] | None = None
+        # epoch -> [first step, last step, batches] handed out (a resume test counts them)
+        self.built: dict[int, list[int]] = {}
+        self.fill_rows = 0  # wrap-around fill pairs handed out
 
     @classmethod
     def from_config(
@@ -140,59 +150,73 @@ class InteractionData(TaskData):
             prefetch=cfg.data.prefetch,
             workers=cfg.data.num_workers,
             candidates=cfg.eval.protocol == "sampled",
+            partitions=cfg.data.partitions,
+            buffer_rows=cfg.data.shuffle_buffer,
             **kw,
         )
 
     # ----------------------------------------------------------------- training
     @property
     def num_train_rows(self) -> int:
-        return int(self.train_users.shape[0])
+        """Train pairs over all shards (an upper bound for a union of behaviors)."""
+        return self.plan.total_rows()
 
     def num_train_steps(self, epoch: int) -> int:
-        return self.shard.num_steps()
+        return self.stream.num_steps()
 
-    def payload(
-        self, epoch: int, step: int, rows: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """numpy (user [B], pos [B], neg [B, k]) of this rank for global step ``step``. ``rows`` [G]
-        are the global batch's train rows; negatives are drawn for all G (so they do not depend on
-        the world size) and sliced."""
-        users = self.train_users[rows]
-        neg = uniform_negatives(
-            users,
-            self.num_items,
-            self.num_negatives,
-            self.train_pos,
-            step_rng(self.seed, epoch, step),
+    @property
+    def target_train(self) -> Csr:
+        """Target-behavior train positives of every user (evaluation masks; read on first use)."""
+        if self._target_train is None:
+            self._target_train = self.bundle.graph(ui_graph(self.target))
+        return self._target_train
+
+    def shard_negatives(self, part: ShardSlice, epoch: int, step: int, k: int) -> np.ndarray:
+        """k uniform negatives per pair of ``part`` [q, k], rejected against the user's positives
+        over the training behaviors; drawn from the (seed, epoch, step, shard) stream."""
+        win = part.window
+        if len(self.train_behaviors) == 1:
+            pos = win.pos[self.train_behaviors[0]]
+        else:
+            pos = win.union(self.train_behaviors, self.num_items)
+        rng = step_rng(self.seed, epoch, step, NEG_STREAM + part.shard)
+        return uniform_negatives(part.local, self.num_items, k, pos, rng)
+
+    def payload(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """numpy (user [B], pos [B], neg [B, k]) of this rank for global step ``step``: its
+        shards' pairs of the step, in shard order, with their negatives."""
+        parts = self.stream.step_slices(epoch, step)
+        neg = [self.shard_negatives(p, epoch, step, self.num_negatives) for p in parts]
+        return (
+            np.concatenate([p.users for p in parts]),
+            np.concatenate([p.items for p in parts]),
+            np.concatenate(neg).reshape(-1, self.num_negatives),
         )
-        sl = self.shard.slice
-        return users[sl], self.train_items[rows][sl], neg[sl]
 
     @staticmethod
     def to_batch(payload: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Batch:
         user, pos, neg = payload
         return Batch(sparse={"ebc": make_kjt(user, pos, neg)}, size=int(user.shape[0]))
 
-    def build_batch(self, epoch: int, step: int, rows: np.ndarray) -> Batch:
+    def build_batch(self, epoch: int, step: int) -> Batch:
         """The :class:`Batch` of this rank for global step ``step`` (see :meth:`payload`)."""
-        return self.to_batch(self.payload(epoch, step, rows))
+        return self.to_batch(self.payload(epoch, step))
 
-    def _payloads(
-        self, epoch: int, start_step: int = 0
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for step, rows in enumerate(self.shard.global_batches(epoch)):
-            if step >= start_step:
-                yield self.payload(epoch, step, rows)
+    def _payloads(self, epoch: int, start_step: int = 0) -> Iterator[tuple[int, Any]]:
+        for step in range(start_step, self.stream.num_steps()):
+            yield step, self.payload(epoch, step)
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """This rank's batches of ``epoch`` from ``start_step`` on (resume mid-epoch).
+        """This rank's batches of ``epoch`` from ``start_step`` on. Resuming mid-epoch builds no
+        earlier batch: every shard's stream position is a function of (epoch, step).
 
         With ``prefetch > 0`` the numpy payloads are made ``prefetch`` steps ahead, in a forked
         worker process when ``workers > 0`` (no GIL contention with the trainer) else in a thread;
         the KJTs are built here, in the consumer.
         """
         if self.prefetch <= 0:
-            for p in self._payloads(epoch, start_step):
+            for step, p in self._payloads(epoch, start_step):
+                self._count(epoch, step)
                 yield self.to_batch(p)
             return
         pf: Prefetcher[Any] | ProcessPrefetcher[Any]
@@ -202,12 +226,57 @@ class InteractionData(TaskData):
             pf = Prefetcher(self._payloads(epoch, start_step), depth=self.prefetch)
         self._active = pf
         try:
-            for p in pf:
+            for step, p in pf:
+                self._count(epoch, step)
                 yield self.to_batch(p)
         finally:
             pf.close()
             self.wait_seconds += pf.wait_seconds
             self._active = None
+
+    def _count(self, epoch: int, step: int) -> None:
+        c = self.built.setdefault(epoch, [step, step, 0])
+        c[1], c[2] = step, c[2] + 1
+
+    def data_state(self, epoch: int, step: int) -> dict[str, Any]:
+        """The data position before global step ``step`` of ``epoch`` (checkpoint meta): the
+        stream layout it depends on plus this rank's shard cursors."""
+        return {
+            "epoch": epoch,
+            "step": step,
+            "partitions": self.plan.partitions,
+            "global_batch": self.batch_size,
+            "buffer_rows": self.plan.buffer_rows,
+            "seed": self.seed,
+            "shards": self.stream.position(epoch, step),
+        }
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Refuse to resume from a data position laid out differently (the stream would differ)."""
+        for k, mine in (
+            ("partitions", self.plan.partitions),
+            ("global_batch", self.batch_size),
+            ("buffer_rows", self.plan.buffer_rows),
+            ("seed", self.seed),
+        ):
+            if k in state and state[k] != mine:
+                raise SystemExit(
+                    f"resume: the checkpoint's data position has {k}={state[k]}, this run {mine}; "
+                    "resume with the same data.batch_size / data.partitions / data.shuffle_buffer / "
+                    "run.seed"
+                )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and benches: rows read per table, window loads, built batches."""
+        return {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "shards": self.stream.shards,
+            "steps": self.stream.num_steps(),
+            "rows_read": dict(self.bundle.rows_read),
+            "window_reads": [list(r) for r in self.stream.reads],
+            "built": {str(e): c for e, c in self.built.items()},
+        }
 
     @property
     def data_wait_seconds(self) -> float:

@@ -7,6 +7,7 @@ distributed tests compare between world sizes).
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Iterator
@@ -90,7 +91,21 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "history": self.history,
             "model": self.cfg.model_name,
+            **self._data_meta(),
         }
+
+    def _data_meta(self) -> dict[str, Any]:
+        """The data position (adapters that stream: epoch, step, layout and shard cursors of
+        every rank, gathered; a collective, called on every rank at each checkpoint)."""
+        state = getattr(self.s.data, "data_state", None)
+        if state is None:
+            return {}
+        mine = state(self.epoch, self.step_in_epoch)
+        shards = [mine.get("shards", {})]
+        if dist.get_world_size() > 1:
+            shards = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, mine.get("shards", {}))
+        return {"data": {**mine, "shards": {k: v for d in shards for k, v in d.items()}}}
 
     def _resume(self) -> None:
         path = read_pointer(self.s.run_dir, "latest")
@@ -98,6 +113,9 @@ class Trainer:
             self.s.log.info("resume: no checkpoint in %s, starting fresh", self.s.run_dir)
             return
         meta = load_checkpoint(path, self.s.wrapped, self.s.optimizer)
+        check = getattr(self.s.data, "check_state", None)
+        if check is not None and "data" in meta:
+            check(meta["data"])
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
         self.global_step = meta["global_step"]
         self.best, self.best_step = meta["best"], meta["best_step"]
@@ -183,13 +201,30 @@ class Trainer:
                 stop = self._validate(done_epoch) or stop
         if not trainable or self.best_step is None:
             self._save(best=True)  # nothing evaluated yet (or nothing to train): final = best
+        self._write_data_stats()
         return self._final_test()
+
+    def _write_data_stats(self) -> None:
+        """``<run.dir>/data_stats/rank<r>.json``: the adapter's counters (rows read, batches
+        built), when it has them; tests read them."""
+        stats = getattr(self.s.data, "stats", None)
+        if stats is None:
+            return
+        d = self.s.run_dir / "data_stats"
+        d.mkdir(parents=True, exist_ok=True)
+        out = {**stats(), "data_wait_seconds": float(getattr(self.s.data, "data_wait_seconds", 0))}
+        (d / f"rank{self.s.env.rank}.json").write_text(json.dumps(out))
 
     def _train_epoch(self) -> bool:
         """One epoch (from step_in_epoch on); returns True when max_steps is reached."""
         cfg, s = self.cfg, self.s
         steps = s.data.num_train_steps(self.epoch)
-        it = _Timed(iter(s.data.train_batches(self.epoch)), skip=self.step_in_epoch)
+        if "start_step" in inspect.signature(s.data.train_batches).parameters:
+            # streaming adapters seek: no batch before step_in_epoch is built
+            batches = s.data.train_batches(self.epoch, start_step=self.step_in_epoch)
+            it = _Timed(iter(batches))
+        else:
+            it = _Timed(iter(s.data.train_batches(self.epoch)), skip=self.step_in_epoch)
         bar = tqdm(
             total=steps,
             initial=self.step_in_epoch,

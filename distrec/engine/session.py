@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from distrec.config import Config, dump_yaml, load_config
+from distrec.data.bundle import Bundle
 from distrec.data.schema import Manifest
 from distrec.distributed.env import DistEnv, init_distributed, setup_logging
 from distrec.distributed.exchange import make_exchange
@@ -91,7 +92,7 @@ def build_session(
     if not cfg.data.bundle:
         raise SystemExit("data.bundle is not set (the dataset bundle directory)")
     spec = get_spec(cfg.model_name)
-    manifest = Manifest.load(cfg.data.bundle)
+    manifest = Bundle(cfg.data.bundle).manifest  # a directory or a URI (distrec.data.fs)
     torch.manual_seed(cfg.run.seed)
     model = spec.build_model(cfg, manifest, torch.device("meta"))
     features = feature_to_table(model)

@@ -137,8 +137,10 @@ class TaskData:
         """Steps this epoch; equal on every rank."""
         raise NotImplementedError
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        """Training batches of this rank for ``epoch`` (shuffled with seed + epoch)."""
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """Training batches of this rank for ``epoch`` (shuffled with seed + epoch) from global
+        step ``start_step`` on: a mid-epoch resume seeks there without building earlier batches
+        (an adapter without the parameter is skipped through by the engine instead)."""
         raise NotImplementedError
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -89,8 +90,44 @@ def _kill_after_first_checkpoint(bundle: Path, run_dir: Path, port: int) -> None
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.02)
     finally:
-        os.killpg(p.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+        # the launcher and both ranks, mid-run: torchrun starts each rank in its own session, so
+        # killing the launcher's group alone leaves the ranks training on as orphans
+        ranks = _descendants(p.pid)
+        os.killpg(p.pid, signal.SIGKILL)
+        for pid in ranks:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         p.wait()
+        for pid in ranks:  # reaped by init; wait until they are gone
+            while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+                time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 @pytest.mark.parametrize("resume_world,port", [(2, 29512), (1, 29514)])
@@ -110,7 +147,19 @@ def test_kill_and_resume_matches_uninterrupted(
         / "meta.json"
     ).exists()
     shutil.rmtree(run_dir / "logs", ignore_errors=True)
+    latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    position = json.loads((latest / "meta.json").read_text())["data"]
     train(bundle, run_dir, resume_world, port + 1, *EXTRA, "--resume")
+    want = metrics(reference)
+    # the resumed run built no batch before the saved data position (counted on every rank)
+    for r in range(resume_world):
+        stats = json.loads((run_dir / "data_stats" / f"rank{r}.json").read_text())
+        built = {int(e): c for e, c in stats["built"].items()}  # epoch -> [first, last, count]
+        start = (position["epoch"], position["step"])
+        assert all(e >= start[0] for e in built), (start, built)
+        if start[0] < want["epochs_done"]:  # the kill left steps to train
+            steps = stats["steps"]
+            assert built[start[0]] == [start[1], steps - 1, steps - start[1]], (start, built)
     got, want = metrics(run_dir), metrics(reference)
     assert got["global_step"] == want["global_step"]
     assert got["best_step"] == want["best_step"]

@@ -281,7 +281,7 @@ def _write_graph(
     src, dst, w = src[order], dst[order], w[order]
     nodes, starts = np.unique(src, return_index=True)
     ends = np.append(starts[1:], src.size)
-    edges = [int(x) for x in np.linspace(0, n_src, parts + 1).round()]
+    edges = [k * n_src // parts for k in range(parts + 1)]  # the Spark writer's bounds
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (nodes >= lo) & (nodes < hi)
         t = pa.table(

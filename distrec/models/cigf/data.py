@@ -1,8 +1,9 @@
 """CIGF's data adapter: multi-behavior BPR batches, and full or sampled evaluation batches.
 
-An epoch runs over the unique target-behavior train pairs (``InteractionData``'s rows, so rank
-sharding and world-size-independent global batches come with it); ``all_behavior_epoch`` runs it
-over the union of all behaviors' pairs instead. For every row and every behavior k the batch
+An epoch runs over the unique target-behavior train pairs (``InteractionData``'s rank-partitioned
+stream, so world-size-independent global batches come with it); ``all_behavior_epoch`` runs it
+over the union of all behaviors' pairs instead. Every shuffle window also holds each model
+behavior's positives of its users (``pos_behaviors``), so nothing outside the rank's shards is read. For every row and every behavior k the batch
 holds a positive of the row's user under k (the row's item for the target; a uniformly drawn one
 of the user's k-items otherwise, masked out when the user has none) and a uniform negative the
 user never had under k. Randomness comes from (seed, epoch, global step), so negatives do not
@@ -26,10 +27,12 @@ import numpy as np
 import torch
 
 from distrec.data.bundle import Bundle
+from distrec.data.collate import max_over_ranks
 from distrec.data.csr import Csr
-from distrec.data.interactions import InteractionData
-from distrec.data.loader import Prefetcher, RankShard, rank_slice, step_rng
+from distrec.data.interactions import NEG_STREAM, InteractionData
+from distrec.data.loader import step_rng
 from distrec.data.sampling import uniform_negatives
+from distrec.data.stream import ShardSlice
 from distrec.models.api import Batch, EvalQuery
 from distrec.models.cigf.graph import (
     load_behavior_adjacency,
@@ -79,29 +82,19 @@ class CigfData(InteractionData):
         sampled_negatives: int = 99,
         **kw: Any,
     ) -> None:
-        super().__init__(bundle, rank, world_size, **kw)
-        m = self.bundle.manifest
-        self.model_behaviors = resolve_behaviors(model_behaviors or [], m.behaviors)
+        b = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+        self.model_behaviors = resolve_behaviors(model_behaviors or [], b.manifest.behaviors)
+        super().__init__(
+            b,
+            rank,
+            world_size,
+            behaviors=list(self.model_behaviors) if all_behavior_epoch else None,
+            pos_behaviors=self.model_behaviors,
+            **kw,
+        )
         self.mode, self.layers, self.fanout = mode, layers, list(fanout or [])
         self.sampled_negatives = sampled_negatives
         self._target_rows = not all_behavior_epoch  # epoch rows are target pairs
-        self.beh_pos: list[Csr] = []
-        for b in self.model_behaviors:
-            t = self.bundle.interactions("train", b)
-            self.beh_pos.append(
-                Csr.from_pairs(t["user"], t["item"], self.num_users, self.num_items)
-            )
-        if all_behavior_epoch:
-            union = Csr.from_pairs(
-                np.concatenate([c.sources() for c in self.beh_pos]),
-                np.concatenate([c.indices for c in self.beh_pos]),
-                self.num_users,
-                self.num_items,
-            )
-            self.train_users, self.train_items = union.sources(), union.indices
-            self.shard = RankShard(
-                self.train_users.shape[0], self.batch_size, rank, world_size, self.seed
-            )
         self.adjs = (
             load_behavior_adjacency(self.bundle, self.model_behaviors)
             if mode == "sampled"
@@ -128,102 +121,77 @@ class CigfData(InteractionData):
         )  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- training
-    def build_batch(self, epoch: int, step: int, rows: np.ndarray) -> Batch:
-        """This rank's slice of global step ``step`` (``rows`` [G] are the global batch)."""
-        rng = step_rng(self.seed, epoch, step)
-        users = self.train_users[rows]
-        g = users.shape[0]
+    def _shard_part(
+        self, part: ShardSlice, epoch: int, step: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """pos / neg int64 [K, q] and mask float32 [K, q] of one shard's pairs: for behavior k a
+        positive of the user under k (the pair's item for the target) and a uniform negative the
+        user never had under k, drawn from the shard's (seed, epoch, step) stream."""
+        rng = step_rng(self.seed, epoch, step, NEG_STREAM + part.shard)
+        g = part.users.shape[0]
         k = len(self.model_behaviors)
         pos = np.zeros((k, g), dtype=np.int64)
         neg = np.zeros((k, g), dtype=np.int64)
         mask = np.zeros((k, g), dtype=np.float32)
-        for j, csr in enumerate(self.beh_pos):
-            deg = csr.degrees()[users]
-            pick = csr.indptr[users] + np.floor(rng.random(g) * deg).astype(np.int64)
+        for j, b in enumerate(self.model_behaviors):
+            csr = part.window.pos[b] if g else Csr.from_pairs(part.local, part.local, 0, 1)
+            deg = csr.degrees()[part.local]
+            pick = csr.indptr[part.local] + np.floor(rng.random(g) * deg).astype(np.int64)
             has = deg > 0
             if j == k - 1 and self._target_rows:
-                pos[j] = self.train_items[rows]  # the row itself is a target pair
+                pos[j] = part.items  # the row itself is a target pair
                 has = np.ones(g, dtype=bool)
             else:
                 pos[j, has] = csr.indices[np.minimum(pick[has], csr.nnz - 1)]
-            neg[j] = uniform_negatives(users, self.num_items, 1, csr, rng)[:, 0]
+            neg[j] = uniform_negatives(part.local, self.num_items, 1, csr, rng)[:, 0]
             mask[j] = has
+        return pos, neg, mask
+
+    def payload(self, epoch: int, step: int) -> dict[str, Any]:  # type: ignore[override]
+        """This rank's arrays of global step ``step`` (its shards' pairs); in sampled mode also
+        its neighbourhood. Runs in the prefetch thread; the KJT is built in :meth:`to_batch`."""
+        parts = self.stream.step_slices(epoch, step)
+        got = [self._shard_part(p, epoch, step) for p in parts]
+        users = np.concatenate([p.users for p in parts])
+        pos = np.concatenate([x[0] for x in got], axis=1)
+        neg = np.concatenate([x[1] for x in got], axis=1)
+        mask = np.concatenate([x[2] for x in got], axis=1)
         m = self.num_users
-        if self.mode == "sampled":
-            sub, stride = self._sampled_subgraph(epoch, step, users, pos, neg, mask)
-        sl = self.shard.slice
-        users, pos, neg, mask = users[sl], pos[:, sl], neg[:, sl], mask[:, sl]
+        if self.mode == "full":
+            return {"user": users, "pos": pos + m, "neg": neg + m, "mask": mask}
+        seeds = np.concatenate([users, pos[mask > 0] + m, neg[mask > 0] + m])
+        rng = step_rng(self.seed, epoch, step, _SAMPLE_STREAM + self.rank)
+        sub = sample_subgraph(self.adjs or [], seeds, self.layers, self.fanout, rng)
+        n_users = int((sub.nodes < m).sum())
+        # masked slots point at node 0 of the subgraph; their loss terms are multiplied by 0
+        return {
+            "user": sub.local(users),
+            "pos": np.where(mask > 0, sub.local(pos + m), 0),
+            "neg": np.where(mask > 0, sub.local(neg + m), 0),
+            "mask": mask,
+            "sub": sub,
+            "stride": max(1, n_users, int(sub.nodes.shape[0]) - n_users),
+        }
+
+    def to_batch(self, payload: dict[str, Any]) -> Batch:  # type: ignore[override]
+        """The :class:`Batch` of one :meth:`payload`. Sampled mode pads the lookup to the largest
+        user or item count of any rank this step (one all-reduce: the row-wise sharded lookup
+        exchanges ``[stride, .]`` blocks that must be equal everywhere)."""
+        m = self.num_users
         if self.mode == "full":
             kjt, n_nodes = node_kjt(np.arange(m), np.arange(self.num_items))
-            dense = {"user": users, "pos": pos + m, "neg": neg + m}
         else:
+            sub = payload["sub"]
+            stride = max_over_ranks(int(payload["stride"]))
             kjt, n_nodes = node_kjt(sub.nodes[sub.nodes < m], sub.nodes[sub.nodes >= m] - m, stride)
-            # masked slots point at node 0 of the subgraph; their loss terms are multiplied by 0
-            dense = {
-                "user": sub.local(users),
-                "pos": np.where(mask > 0, sub.local(pos + m), 0),
-                "neg": np.where(mask > 0, sub.local(neg + m), 0),
-            }
-        tensors = {key: torch.from_numpy(np.ascontiguousarray(v)) for key, v in dense.items()}
-        tensors["mask"] = torch.from_numpy(mask)
+        tensors = {
+            key: torch.from_numpy(np.ascontiguousarray(payload[key]))
+            for key in ("user", "pos", "neg", "mask")
+        }
         tensors["n_nodes"] = n_nodes
         if self.mode == "sampled":
-            tensors.update(subgraph_tensors(sub))
-        return Batch(sparse={"ebc": kjt}, dense=tensors, size=int(users.shape[0]))
-
-    def _sampled_subgraph(
-        self,
-        epoch: int,
-        step: int,
-        users: np.ndarray,
-        pos: np.ndarray,
-        neg: np.ndarray,
-        mask: np.ndarray,
-    ) -> tuple[Any, int]:
-        """This rank's neighbourhood of global step ``step`` and the lookup stride of the step.
-
-        ``users`` [G], ``pos`` / ``neg`` / ``mask`` [K, G] are the whole global batch (the same on
-        every rank). Ranks sample different subgraphs, and the row-wise sharded lookup exchanges
-        ``[stride, .]`` blocks that must be equal everywhere, so every rank also samples the other
-        ranks' subgraphs (same per-rank rng streams, hence the same nodes) and pads to the largest
-        user or item count among them. That costs ``world_size`` samplings per step (in the
-        prefetch thread) instead of padding every lookup to :meth:`sampled_stride`'s worst-case
-        bound, which reaches the table size at 10^6 users (2,048 x 9 seeds x 40 x 20 nodes) and
-        made each sampled step fetch and exchange every row of the tables.
-        """
-        m = self.num_users
-        mine, stride = None, 1
-        for r in range(self.world_size):
-            sl = rank_slice(self.shard.global_batch, r, self.world_size)
-            u, p, n, k = users[sl], pos[:, sl], neg[:, sl], mask[:, sl]
-            seeds = np.concatenate([u, p[k > 0] + m, n[k > 0] + m])
-            rng = step_rng(self.seed, epoch, step, _SAMPLE_STREAM + r)
-            sub = sample_subgraph(self.adjs or [], seeds, self.layers, self.fanout, rng)
-            n_users = int((sub.nodes < m).sum())
-            stride = max(stride, n_users, int(sub.nodes.shape[0]) - n_users)
-            if r == self.rank:
-                mine = sub
-        return mine, stride
-
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """This rank's batches of ``epoch`` from ``start_step`` on, built ``prefetch`` steps ahead
-        in a background thread (subgraph sampling included)."""
-        gen = (
-            self.build_batch(epoch, step, rows)
-            for step, rows in enumerate(self.shard.global_batches(epoch))
-            if step >= start_step
-        )
-        if self.prefetch <= 0:
-            yield from gen
-            return
-        pf = Prefetcher(gen, depth=self.prefetch)
-        self._active = pf
-        try:
-            yield from pf
-        finally:
-            pf.close()
-            self.wait_seconds += pf.wait_seconds
-            self._active = None
+            tensors.update(subgraph_tensors(payload["sub"]))
+        return Batch(sparse={"ebc": kjt}, dense=tensors, size=int(tensors["user"].shape[0]))
 
     def sampled_stride(self, seeds: int) -> int:
         """Bag count of a sampled-mode *evaluation* lookup, the same on every rank: an upper bound

@@ -14,12 +14,12 @@ Batch layout (B = this rank's batch, k = negatives, S = bags per key, the same o
 
 A KJT needs the same number of bags under every key, and a row-wise sharded EBC the same number
 on every rank, hence the padding to S with empty bags (their pooled rows are zero and are sliced
-away by the model). Full mode: S = max(users, items); sampled: the largest frontier of any rank.
+away by the model). Full mode: S = max(users, items); sampled: the largest frontier of any rank
+(agreed with one all-reduce when the batch is assembled: a rank reads only its own rows).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -27,8 +27,9 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle
+from distrec.data.collate import max_over_ranks
 from distrec.data.interactions import KEYS, InteractionData
-from distrec.data.loader import rank_slice, step_rng
+from distrec.data.loader import step_rng
 from distrec.graph.adjacency import HeteroGraph, bipartite_from_bundle
 from distrec.graph.sampler import Blocks, sample_blocks
 from distrec.models.api import Batch
@@ -92,17 +93,6 @@ class LightGCNData(InteractionData):
         self._all_kjt = lookup_kjt(users, items)
         self._all_n = torch.tensor([self.num_users, self.num_items])
 
-    def _global_payload(
-        self, epoch: int, step: int, rows: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """InteractionData's (user [G], pos [G], neg [G, k]) for the whole global batch: its own
-        payload computed by a shallow copy whose rank slice is everything."""
-        whole = copy.copy(self)
-        whole.shard = copy.copy(self.shard)
-        whole.shard.slice = slice(None)
-        user, pos, neg = InteractionData.payload(whole, epoch, step, rows)
-        return user, pos, neg.reshape(user.shape[0], -1)
-
     def _sample(
         self, epoch: int, step: int, user: np.ndarray, pos: np.ndarray, neg: np.ndarray
     ) -> Blocks:
@@ -114,38 +104,24 @@ class LightGCNData(InteractionData):
             step_rng(self.seed, epoch, step, SAMPLE_STREAM),
         )
 
-    def payload(self, epoch: int, step: int, rows: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[override]
+    def payload(self, epoch: int, step: int) -> dict[str, np.ndarray]:  # type: ignore[override]
         """numpy arrays of this rank's batch for global step ``step``: the BPR triples of
-        InteractionData plus, in sampled mode, the neighbourhood blocks. Runs in the prefetch
-        thread / process, so the sampling stays off the trainer's critical path.
-
-        Sampled mode pads the KJT to ``stride`` bags, the largest frontier of any rank for this
-        step: a row-wise sharded EBC exchanges pooled rows with collectives that need the same
-        batch size on every rank. Per-node samples do not depend on the batch (sample_blocks), so
-        each rank can size the other ranks' frontiers itself; that costs about one sampling of the
-        global batch, what a single rank would spend on it.
+        InteractionData plus, in sampled mode, the neighbourhood blocks of this rank's pairs.
+        Runs in the prefetch thread / process, so the sampling stays off the trainer's critical
+        path. The lookup stride (the largest frontier of any rank) is agreed in :meth:`to_batch`.
         """
-        user, pos, neg = self._global_payload(epoch, step, rows)
-        g = user.shape[0]
-        own = rank_slice(g, self.rank, self.world_size)
+        user, pos, neg = InteractionData.payload(self, epoch, step)
+        neg = neg.reshape(user.shape[0], -1)
         if self.mode == "full":
-            return {"user_idx": user[own], "pos_idx": pos[own], "neg_idx": neg[own]}
-        stride, mine = 0, None
-        for r in range(self.world_size):
-            sl = rank_slice(g, r, self.world_size)
-            blocks = self._sample(epoch, step, user[sl], pos[sl], neg[sl])
-            fetch = blocks.input_nodes()
-            stride = max(stride, len(fetch["user"]), len(fetch["item"]))
-            if r == self.rank:
-                mine = blocks
-        assert mine is not None
-        b = own.stop - own.start
+            return {"user_idx": user, "pos_idx": pos, "neg_idx": neg}
+        b = user.shape[0]
+        mine = self._sample(epoch, step, user, pos, neg)
         fetch = mine.input_nodes()
         seed_item = mine.seed_index["item"].numpy()
         out = {
             "fetch.user": fetch["user"].numpy(),
             "fetch.item": fetch["item"].numpy(),
-            "stride": np.array([stride]),
+            "stride": np.array([max(len(fetch["user"]), len(fetch["item"]))]),
             "user_idx": mine.seed_index["user"].numpy(),
             "pos_idx": seed_item[:b],
             "neg_idx": seed_item[b:].reshape(b, -1),
@@ -161,6 +137,6 @@ class LightGCNData(InteractionData):
             dense["lookup_n"] = self._all_n
             return Batch(sparse={"ebc": self._all_kjt}, dense=dense, size=size)
         fu, fi = dense.pop("fetch.user"), dense.pop("fetch.item")
-        stride = int(dense.pop("stride")[0])
+        stride = max_over_ranks(int(dense.pop("stride")[0]))
         dense["lookup_n"] = torch.tensor([len(fu), len(fi)])
         return Batch(sparse={"ebc": lookup_kjt(fu, fi, stride)}, dense=dense, size=size)

@@ -99,12 +99,13 @@ def test_attention_bias_sets_the_starting_mix() -> None:
         torch.testing.assert_close(att(ego), torch.full((3, 2, 7, 3), want))
 
 
-def test_sampled_lookup_stride_is_equal_on_every_rank(bundle: Path) -> None:
-    # ranks sample different subgraphs; the row-wise sharded lookup needs equal KJT strides at
-    # every step, and the stride is the step's real maximum, not the worst-case bound
-    strides: dict[int, set[int]] = {}
-    counts: dict[int, list[int]] = {}
+def test_sampled_lookup_stride_is_the_steps_real_maximum(bundle: Path) -> None:
+    # the stride is the step's real maximum, not the worst-case bound; without a process group
+    # each rank pads to its own (under torchrun to_batch takes the maximum over the ranks:
+    # tests/distributed/test_data_plane.py checks they agree)
     for rank in range(2):
+        strides: dict[int, set[int]] = {}
+        counts: dict[int, list[int]] = {}
         cfg = load_config(
             "cigf",
             None,
@@ -118,8 +119,7 @@ def test_sampled_lookup_stride_is_equal_on_every_rank(bundle: Path) -> None:
             assert kjt.stride() >= max(nu, ni)
             strides.setdefault(step, set()).add(kjt.stride())
             counts.setdefault(step, []).extend([nu, ni])
-    assert all(len(v) == 1 for v in strides.values())
-    assert all(strides[s] == {max(counts[s])} for s in strides)
+        assert all(strides[s] == {max(counts[s])} for s in strides)
 
 
 def test_gate_l2_adds_the_penalty_on_the_gate_weights_only(bundle: Path) -> None:
