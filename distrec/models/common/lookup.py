@@ -28,23 +28,27 @@ def lookup_ids(ec: torch.nn.Module, keys: list[str], ids: torch.Tensor) -> torch
 
 
 def unique_lookup(
-    ec: torch.nn.Module, kjt: KeyedJaggedTensor, only: tuple[str, ...] | None = None
+    ec: torch.nn.Module,
+    kjt: KeyedJaggedTensor,
+    only: tuple[str, ...] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Embeddings of the keys of ``kjt`` (all reading one table of ``ec``, an
     EmbeddingCollection, sharded or not), as ``{key: values [nnz_key, D]}`` in the KJT's order;
-    lengths/offsets stay those of ``kjt``. The lookup sees each distinct id once. ``only``:
-    look up just these keys (the others are left out of the result)."""
+    lengths/offsets stay those of ``kjt``. One lookup, which sees each distinct id once.
+    ``only``: just these keys (the others are left out); ``extra``: more named id sets
+    (int64 [n]) looked up in the same call."""
     keys = kjt.keys()
-    wanted = [k for k in keys if only is None or k in only]
-    parts = [kjt[k].values() for k in wanted]
-    values = torch.cat(parts) if parts else kjt.values()[:0]
+    named = [(k, kjt[k].values()) for k in keys if only is None or k in only]
+    named += list((extra or {}).items())
+    values = torch.cat([v for _, v in named]) if named else kjt.values()[:0]
     uniq, inverse = torch.unique(values, return_inverse=True)
     rows = lookup_ids(ec, keys, uniq)[inverse]  # [nnz, D]
     out: dict[str, torch.Tensor] = {}
     start = 0
-    for k, part in zip(wanted, parts):
-        out[k] = rows[start : start + part.numel()]
-        start += part.numel()
+    for k, v in named:
+        out[k] = rows[start : start + v.numel()]
+        start += v.numel()
     return out
 
 

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F_
 from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.models.api import Batch, RecModel
-from distrec.models.common.lookup import lookup_ids, unique_lookup
+from distrec.models.common.lookup import unique_lookup
 from distrec.models.common.sequence_data import FEATURES, PARTITION_FEATURES
 from distrec.models.dismir.config import DisMIRConfig
 from distrec.models.dismir.layers import (
@@ -57,6 +58,10 @@ class DisMIR(RecModel):
 
     tasks = ("user",)
     pipelineable = False
+    pipeline_blocker = (
+        "forward iterates the KJT's keys to pick its candidate lookups (python control flow on "
+        "the batch), which fx cannot trace"
+    )
 
     def __init__(
         self, cfg: DisMIRConfig, num_items: int, device: torch.device | None = None, l2: float = 0.0
@@ -105,22 +110,28 @@ class DisMIR(RecModel):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         kjt = batch.sparse["ec"]
-        # Only the hardest candidate of a sample gets a gradient from the loss (a max), so
-        # without L2 the candidates are scored without gradient and only the hardest is looked
-        # up for the backward: the fused optimiser's cost follows the rows a step touches.
-        hardest_only = self.l2 == 0
-        emb = unique_lookup(
-            self.ec, kjt, tuple(k for k in kjt.keys() if k != "neg") if hardest_only else None
-        )
-        q, m, routing, h, mask = self.interests(emb, batch)
-        bsz = q.shape[0]
-        e_pos = emb["pos"]  # [B, D]
+        bsz = kjt["pos"].values().numel()
         pos_ids = kjt["pos"].values()
         neg_ids = kjt["neg"].values().view(bsz, -1)
         valid = neg_ids != pos_ids.unsqueeze(1)
+        # Only the hardest candidate of a sample gets a gradient from the loss (a max), so
+        # without L2 the candidates are scored in a lookup without gradient and only the
+        # hardest joins the step's one gradient lookup: the fused optimiser's backward costs
+        # follow the rows that lookup touches (two lookups a step: each is a collective).
+        hardest_only = self.l2 == 0
+        if hardest_only:
+            hard = self._hardest_candidates(kjt, batch, neg_ids, valid)
+            rest = tuple(k for k in kjt.keys() if k != "neg")
+            emb = unique_lookup(self.ec, kjt, rest, {"hard": hard})
+        else:
+            emb = unique_lookup(self.ec, kjt)
+        q, m, routing, h, mask = self.interests(emb, batch)
+        e_pos = emb["pos"]  # [B, D]
         s_pos = score_items(q, e_pos.unsqueeze(1), cfg.readout).squeeze(1)
         if hardest_only:
-            rec = self._hardest_negative_loss(kjt.keys(), q, s_pos, neg_ids, valid)
+            s_hard = score_items(q, emb["hard"].unsqueeze(1), cfg.readout).squeeze(1)
+            s_hard = torch.where(valid.any(dim=1), s_hard, torch.full_like(s_hard, -1e9))
+            rec = F_.softplus(s_hard - s_pos).mean()  # = hard_negative_bpr, same gradients
         else:
             e_neg = emb["neg"].view(bsz, -1, cfg.dim)  # [B, C, D]
             rec = hard_negative_bpr(s_pos, score_items(q, e_neg, cfg.readout), valid)
@@ -146,26 +157,17 @@ class DisMIR(RecModel):
             loss = loss + self.l2 * l2
         return loss, losses
 
-    def _hardest_negative_loss(
-        self,
-        keys: list[str],
-        q: torch.Tensor,
-        s_pos: torch.Tensor,
-        neg_ids: torch.Tensor,
-        valid: torch.Tensor,
+    @torch.no_grad()
+    def _hardest_candidates(
+        self, kjt: KeyedJaggedTensor, batch: Batch, neg_ids: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        """``hard_negative_bpr`` with the same value and gradient, computed as: candidate scores
-        [B, C] without gradient -> the hardest id per sample -> its row looked up with
-        gradient. A sample whose candidates all equal its positive scores -1e9 (as there)."""
-        bsz, c = neg_ids.shape
-        with torch.no_grad():
-            cand = lookup_ids(self.ec, keys, neg_ids.reshape(-1)).view(bsz, c, -1)
-            s = score_items(q.detach(), cand, self.cfg.readout).masked_fill(~valid, -1e9)
-            hard = s.argmax(dim=1, keepdim=True)
-        e_hard = lookup_ids(self.ec, keys, neg_ids.gather(1, hard).squeeze(1))  # [B, D]
-        s_hard = score_items(q, e_hard.unsqueeze(1), self.cfg.readout).squeeze(1)
-        s_hard = torch.where(valid.any(dim=1), s_hard, torch.full_like(s_hard, -1e9))
-        return F_.softplus(s_hard - s_pos).mean()
+        """The id [B] of each sample's highest-scoring valid candidate (the one
+        ``hard_negative_bpr`` takes the max at), from the same interests the loss sees."""
+        emb = unique_lookup(self.ec, kjt, ("hist", "neg"))
+        q = self.interests(emb, batch)[0]
+        s = score_items(q, emb["neg"].view(*neg_ids.shape, -1), self.cfg.readout)
+        hard = s.masked_fill(~valid, -1e9).argmax(dim=1, keepdim=True)
+        return neg_ids.gather(1, hard).squeeze(1)
 
     # ------------------------------------------------------------- evaluation
     def query(self, batch: Batch, task: str = "user") -> torch.Tensor:
