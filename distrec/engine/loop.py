@@ -188,6 +188,14 @@ class Trainer:
         elif s.env.is_main:
             (s.run_dir / "train_log.jsonl").unlink(missing_ok=True)
         trainable = s.spec.trainable and s.optimizer is not None
+        if trainable and cfg.train.pipeline and not s.model.pipelineable and s.env.is_main:
+            # a fallback, not an error: train.pipeline (default true) means "pipeline when the
+            # model allows it", and the graph and sequence models cannot be traced (see theirs)
+            s.log.info(
+                "train.pipeline: %s is not pipelineable (%s); training with plain steps",
+                type(s.model).__name__,
+                s.model.pipeline_blocker,
+            )
         stop = False
         while trainable and self.epoch < cfg.train.epochs and not stop:
             stop = self._train_epoch()

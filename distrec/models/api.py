@@ -93,6 +93,9 @@ class RecModel(nn.Module):
     tasks: tuple[str, ...] = ("user",)
     #: whether forward is fx-traceable for TrainPipelineSparseDist
     pipelineable: bool = False
+    #: why not, when ``pipelineable`` is False: logged when ``train.pipeline`` asks for the
+    #: pipeline and the engine trains with plain steps instead
+    pipeline_blocker: str = "forward is not fx-traceable"
     #: whether ``score_candidates`` is not just ``score`` restricted to the candidates (MDGR's
     #: target-aware clustering); sampled-candidate evaluation then calls ``score_candidates``
     target_aware_candidates: bool = False

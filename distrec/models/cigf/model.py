@@ -47,12 +47,19 @@ class Cigf(RecModel):
     ``adjs``: the K full-graph adjacencies (node space, :mod:`distrec.models.cigf.graph`) for
     ``full`` mode; None in ``sampled`` mode, where every batch brings its own subgraph.
 
+    Not pipelined (TrainPipelineSparseDist needs an fx-traceable forward): ``pipeline_blocker``.
+
     Example::
 
         model = Cigf(CigfConfig(), num_users=M, num_items=N, behaviors=["pv", "fav", "buy"],
                      layers=2, adjs=adjs)
         loss, terms = model(batch)
     """
+
+    pipeline_blocker = (
+        "forward branches on the batch's keys (owned/replicated, full/sampled subgraph) and "
+        "builds sparse adjacencies from batch tensors: python control flow fx cannot trace"
+    )
 
     def __init__(
         self,

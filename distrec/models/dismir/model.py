@@ -48,6 +48,8 @@ def feature_names(cfg: DisMIRConfig) -> tuple[str, ...]:
 class DisMIR(RecModel):
     """DisMIR and its ablations (MIR, MIR-RV, MIR-BF, w/o DPI) and the ComiRec-SA backbone.
 
+    Not pipelined (TrainPipelineSparseDist needs an fx-traceable forward): ``pipeline_blocker``.
+
     Example::
 
         model = DisMIR(DisMIRConfig(), num_items=1000)

@@ -90,6 +90,8 @@ def lightgcn(
 class IGRec(RecModel):
     """IGRec on one device; sharding is applied from outside (DistributedModelParallel).
 
+    Not pipelined (TrainPipelineSparseDist needs an fx-traceable forward): ``pipeline_blocker``.
+
     Example::
 
         model = IGRec(IGRecConfig(dim=8), graphs, layers=2, l2=1e-4, device=torch.device("cpu"))
@@ -98,6 +100,10 @@ class IGRec(RecModel):
 
     tasks = ("user", "group")
     pipelineable = False
+    pipeline_blocker = (
+        "forward seeds a torch.Generator from the batch (int(seed.item())) for its Gumbel noise "
+        "and member sampling, and branches on batch contents: fx cannot trace either"
+    )
 
     def __init__(
         self,

@@ -66,13 +66,19 @@ class LightGCN(RecModel):
     ``forward(batch)`` -> (loss, {"bpr", "reg"}); ``query`` -> users [B, D]; ``item_reps`` ->
     items [N, D], both from the full-propagation cache of ``prepare_eval``.
 
+    Not pipelined (TrainPipelineSparseDist needs an fx-traceable forward): ``pipeline_blocker``.
+
     Example::
 
         model = LightGCN(LightGCNConfig(dim=8), graph, layers=3, l2=1e-4)
         loss, terms = model(batch)  # batch from LightGCNData
     """
 
-    pipelineable = False  # builds sparse tensors from batch data: not fx-traceable
+    pipelineable = False
+    pipeline_blocker = (
+        "forward branches on the batch's keys (owned/replicated, full/sampled blocks) and builds "
+        "sparse propagation matrices from batch tensors: python control flow fx cannot trace"
+    )
 
     def __init__(
         self,

@@ -66,11 +66,18 @@ class InterestWeights(nn.Module):
 
 
 class MDGR(RecModel):
-    """Example::
+    """Not pipelined (TrainPipelineSparseDist needs an fx-traceable forward): ``pipeline_blocker``.
 
-    model = MDGR(MDGRConfig(), num_items=1682, device=torch.device("cpu"))
-    loss, parts = model(batch)
+    Example::
+
+        model = MDGR(MDGRConfig(), num_items=1682, device=torch.device("cpu"))
+        loss, parts = model(batch)
     """
+
+    pipeline_blocker = (
+        "forward writes into tensors in place (labels[:, 0] = 1) and runs data-dependent "
+        "clustering loops, which fx cannot trace"
+    )
 
     target_aware_candidates = True  # eq. 11 clusters per candidate: sampled eval must use it
 
