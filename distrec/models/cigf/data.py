@@ -35,6 +35,7 @@ from distrec.data.sampling import uniform_negatives
 from distrec.data.stream import ShardSlice
 from distrec.models.api import Batch, EvalQuery
 from distrec.models.cigf.graph import (
+    behavior_graph,
     load_behavior_adjacency,
     node_kjt,
     sample_subgraph,
@@ -80,6 +81,8 @@ class CigfData(InteractionData):
         fanout: list[int] | None = None,
         all_behavior_epoch: bool = False,
         sampled_negatives: int = 99,
+        fanout_over: str = "relation",
+        max_frontier: int = 0,
         **kw: Any,
     ) -> None:
         b = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
@@ -93,6 +96,7 @@ class CigfData(InteractionData):
             **kw,
         )
         self.mode, self.layers, self.fanout = mode, layers, list(fanout or [])
+        self.fanout_over, self.max_frontier = fanout_over, max_frontier
         self.sampled_negatives = sampled_negatives
         self._target_rows = not all_behavior_epoch  # epoch rows are target pairs
         self.adjs = (
@@ -100,6 +104,7 @@ class CigfData(InteractionData):
             if mode == "sampled"
             else None
         )
+        self.graph = behavior_graph(self.adjs) if self.adjs is not None else None
         self._cands: dict[str, tuple[np.ndarray, list[list[int]], list[list[int]]]] = {}
 
     @classmethod
@@ -117,6 +122,8 @@ class CigfData(InteractionData):
             fanout=[f for f in cfg.graph.fanout],
             all_behavior_epoch=cfg.model.all_behavior_epoch,
             sampled_negatives=cfg.model.sampled_eval_negatives,
+            fanout_over=cfg.graph.fanout_over,
+            max_frontier=cfg.graph.max_frontier,
             **kw,
         )  # type: ignore[return-value]
 
@@ -160,8 +167,10 @@ class CigfData(InteractionData):
         if self.mode == "full":
             return {"user": users, "pos": pos + m, "neg": neg + m, "mask": mask}
         seeds = np.concatenate([users, pos[mask > 0] + m, neg[mask > 0] + m])
-        rng = step_rng(self.seed, epoch, step, _SAMPLE_STREAM + self.rank)
-        sub = sample_subgraph(self.adjs or [], seeds, self.layers, self.fanout, rng)
+        # one stream for every rank: a node's draws depend only on (step, node), so this rank's
+        # seeds see the edges one rank sampling the whole batch would draw
+        rng = step_rng(self.seed, epoch, step, _SAMPLE_STREAM)
+        sub = self._neighbourhood(seeds, rng)
         n_users = int((sub.nodes < m).sum())
         # masked slots point at node 0 of the subgraph; their loss terms are multiplied by 0
         return {
@@ -172,6 +181,13 @@ class CigfData(InteractionData):
             "sub": sub,
             "stride": max(1, n_users, int(sub.nodes.shape[0]) - n_users),
         }
+
+    def _neighbourhood(self, seeds: np.ndarray, rng: np.random.Generator) -> Any:
+        """The L-hop sampled subgraph of ``seeds`` (node ids) through the one sampler."""
+        assert self.graph is not None
+        return sample_subgraph(
+            self.graph, seeds, self.layers, self.fanout, rng, self.fanout_over, self.max_frontier
+        )
 
     def to_batch(self, payload: dict[str, Any]) -> Batch:  # type: ignore[override]
         """The :class:`Batch` of one :meth:`payload`. Sampled mode pads the lookup to the largest
@@ -214,7 +230,7 @@ class CigfData(InteractionData):
     def _subgraph_batch(self, nodes: np.ndarray, key: str, rng: np.random.Generator) -> Batch:
         """Sampled-mode evaluation batch: ``nodes`` [B] global node ids and their neighbourhood."""
         m = self.num_users
-        sub = sample_subgraph(self.adjs or [], nodes, self.layers, self.fanout, rng)
+        sub = self._neighbourhood(nodes, rng)
         stride = self.sampled_stride(max(self.eval_batch_size, self.num_items))
         kjt, n_nodes = node_kjt(sub.nodes[sub.nodes < m], sub.nodes[sub.nodes >= m] - m, stride)
         dense = subgraph_tensors(sub)

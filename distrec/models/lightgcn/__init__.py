@@ -58,6 +58,8 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> Any:
         mode=cfg.graph.mode,
         layers=cfg.graph.layers,
         fanout=cfg.graph.fanout,
+        fanout_over=cfg.graph.fanout_over,
+        max_frontier=cfg.graph.max_frontier,
         graph=graph,
         behaviors=[behavior] if behavior else None,
     )

@@ -77,6 +77,8 @@ class LightGCNData(InteractionData):
         mode: str = "full",
         layers: int = 3,
         fanout: list[int] | None = None,
+        fanout_over: str = "relation",
+        max_frontier: int = 0,
         graph: HeteroGraph | None = None,
         graph_behavior: str | None = None,
         **kw: Any,
@@ -85,6 +87,7 @@ class LightGCNData(InteractionData):
         if mode not in ("full", "sampled"):
             raise ValueError(f"graph.mode: {mode!r} is not one of full, sampled")
         self.mode, self.layers, self.fanout = mode, layers, list(fanout or [])
+        self.fanout_over, self.max_frontier = fanout_over, max_frontier
         self.graph = graph
         if mode == "sampled" and graph is None:
             self.graph = bipartite_from_bundle(self.bundle, graph_behavior)
@@ -102,6 +105,8 @@ class LightGCNData(InteractionData):
             self.layers,
             self.fanout,
             step_rng(self.seed, epoch, step, SAMPLE_STREAM),
+            fanout_over=self.fanout_over,
+            max_frontier=self.max_frontier,
         )
 
     def payload(self, epoch: int, step: int) -> dict[str, np.ndarray]:  # type: ignore[override]
