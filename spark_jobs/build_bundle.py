@@ -11,14 +11,10 @@ The same module runs under ``spark-submit spark_jobs/build_bundle.py ...`` on a 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
-import shutil
 import sys
 from typing import Any
 
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -27,31 +23,21 @@ from distrec.data.schema import (
     GRAPH_GROUP_USER,
     GRAPH_ITEM_COOC,
     GRAPH_USER_GROUP,
-    SPLITS,
     Manifest,
     iu_graph,
-    schema_for,
     ui_graph,
 )
 from spark_jobs import graphs
+from spark_jobs.errors import UserError
 from spark_jobs.ingest import SOURCES, get_reader
-from spark_jobs.options import BuildOptions, parse_overrides
+from spark_jobs.options import BuildOptions, OptionError, parse_overrides
 from spark_jobs.prepare import prepare
 from spark_jobs.report import Progress, check_share, reject_stats
 from spark_jobs.splits import split_events, user_sequences
+from spark_jobs.store import norm
 from spark_jobs.writer import BundleWriter
 
 REJECT_COLS = ["source_file", "line", "reason", "raw"]
-
-
-def _empty_split_dirs(w: BundleWriter, table: str, splits: tuple[str, ...] = SPLITS) -> None:
-    """A split with no rows still gets a directory with an empty file, so readers need no
-    special case for "absent"."""
-    for s in splits:
-        d = os.path.join(w.path(table), f"split={s}")
-        if not glob.glob(os.path.join(d, "*.parquet")):
-            os.makedirs(d, exist_ok=True)
-            pq.write_table(schema_for(table).empty_table(), os.path.join(d, "part-empty.parquet"))
 
 
 def _write_rejects(
@@ -68,7 +54,7 @@ def _write_rejects(
         )
         bad = e if bad is None else bad.unionByName(e)
     assert bad is not None
-    w.write("_rejected", bad.coalesce(1))
+    w.write("_rejected", bad, single=True)
 
 
 def build(
@@ -83,14 +69,16 @@ def build(
     """Build one bundle; returns the summary dict (also printed by :func:`main`)."""
     opts = opts or BuildOptions()
     # Readers key per-file facts (behavior, split) by absolute path, as Spark reports them.
-    input_dir = os.path.abspath(input_dir)
+    input_dir = norm(input_dir) if input_dir else ""
     log = Progress(quiet)
     read = get_reader(source)
     raw = read(spark, input_dir, opts)
     protocol = opts.split or raw.default_split
-    name = opts.name or os.path.basename(os.path.abspath(out))
+    name = opts.name or norm(out).rstrip("/").rsplit("/", 1)[-1]
     log(f"source={source} input={input_dir} split={protocol}")
-    w = BundleWriter(out, opts.row_group_mb)
+    w = BundleWriter(
+        spark, out, partitions=opts.partitions, row_group_mb=opts.row_group_mb, commit=opts.commit
+    )
     try:
         summary = _build(spark, raw, protocol, opts, w, log, source, name)
         w.commit()
@@ -120,9 +108,16 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
             samples += (
                 df.filter(F.col("reason").isNotNull()).select(*REJECT_COLS).limit(5).collect()
             )
-    check_share(rej, opts.max_reject_share, samples[:5])
-    log(f"read {rej['rows_in']} rows, rejected {rej['rows']} ({rej['share']:.3%})")
+        # The first rejected row in file order is the one the error line names.
+        samples.sort(key=lambda r: (r["source_file"] or "", r["line"] or 0))
     _write_rejects(spark, w, frames, raw.empty_files)
+    if rej["share"] > opts.max_reject_share:
+        # The bundle is not published, so the reject table goes next to where it would be.
+        keep = w.out.rstrip("/") + ".rejected"
+        files = [f"{w.path('_rejected')}/{e['path']}" for e in w.tables["_rejected"].files or []]
+        spark.read.parquet(*files).write.mode("overwrite").parquet(keep)
+        check_share(rej, opts.max_reject_share, samples[:5], keep)
+    log(f"read {rej['rows_in']} rows, rejected {rej['rows']} ({rej['share']:.3%})")
 
     def good_events(df: DataFrame) -> DataFrame:
         return df.filter(F.col("reason").isNull()).drop(*REJECT_COLS)
@@ -144,7 +139,7 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
     )
     log("indexing ids")
     for kind, df in prep.ids.items():
-        w.write(f"ids/{kind}", df.coalesce(1), sort=["idx"])
+        w.write(f"ids/{kind}", df, sort=["idx"], single=True)
     counts: dict[str, int] = {k: w.tables[f"ids/{k}"].rows for k in prep.ids}
     counts.setdefault("groups", 0)
     target = len(raw.behaviors) - 1
@@ -159,10 +154,7 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
     ).parquet(work)
     ev = spark.read.parquet(work)
     log("writing interactions")
-    n_ev = ev.count()
-    n_files = max(1, -(-n_ev // opts.rows_per_file))
-    w.write("interactions", ev, partition_by="split", files=n_files, sort=["user", "item"])
-    _empty_split_dirs(w, "interactions")
+    w.write("interactions", ev, partition_by="split", sort=["user", "item"])
     for s, n in w.split_rows("interactions").items():
         counts[f"interactions.{s}"] = n
     # Per-behavior counts cover every kept interaction, including held-out users' input
@@ -175,21 +167,19 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
     train = ev.filter("split = 'train'")
     tgt_train = train.filter(F.col("behavior") == target)
     log("writing sequences")
-    n_seq_files = max(1, -(-counts["users"] // max(1, opts.rows_per_file // 50)))
-    w.write("sequences", user_sequences(tgt_train), files=n_seq_files, sort=["user"])
+    w.write("sequences", user_sequences(tgt_train), sort=["user"])
 
     if sp.eval_rows is not None:
         log("writing eval rows")
         w.write(f"eval/{protocol}", sp.eval_rows, partition_by="split", sort=["user"])
-        _empty_split_dirs(w, f"eval/{protocol}")
 
     log("building graphs")
     graph_notes: dict[str, str] = {}
     for bi, b in enumerate(raw.behaviors):
         pairs = train.filter(F.col("behavior") == bi).select("user", "item").distinct()
         ui, iu = graphs.bipartite(pairs)
-        w.write_graph(ui_graph(b), ui, opts.graph_partitions)
-        w.write_graph(iu_graph(b), iu, opts.graph_partitions)
+        w.write_graph(ui_graph(b), ui, counts["users"])
+        w.write_graph(iu_graph(b), iu, counts["items"])
     graph_notes["ui/iu"] = "1/sqrt(deg_u*deg_i), degrees within that behavior's training graph"
     tpairs = tgt_train.select("user", "item").distinct()
     w.write_graph(
@@ -197,7 +187,7 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
         graphs.item_cooc(
             tpairs, topk=opts.cooc_topk, cap=opts.cooc_max_items_per_user, seed=opts.seed
         ),
-        opts.graph_partitions,
+        counts["items"],
     )
     graph_notes[GRAPH_ITEM_COOC] = (
         f"S_ij=co/sum_j co over target-behavior training pairs, top {opts.cooc_topk} per row, "
@@ -206,25 +196,24 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
     if prep.members is not None:
         log("writing group tables")
         mem = prep.members.select("group", "user").distinct()
-        w.write("groups/members", mem.coalesce(1), sort=["group", "user"])
+        w.write("groups/members", mem, sort=["group", "user"])
         w.write_graph(
             GRAPH_GROUP_USER,
             graphs.row_normalised(
                 mem.select(F.col("group").alias("src"), F.col("user").alias("dst"))
             ),
-            opts.graph_partitions,
+            counts["groups"],
         )
         w.write_graph(
             GRAPH_USER_GROUP,
             graphs.row_normalised(
                 mem.select(F.col("user").alias("src"), F.col("group").alias("dst"))
             ),
-            opts.graph_partitions,
+            counts["users"],
         )
         if sp.group_items is not None:
             gi = sp.group_items
             w.write("groups/items", gi, partition_by="split", sort=["group", "item"])
-            _empty_split_dirs(w, "groups/items")
             for s, n in w.split_rows("groups/items").items():
                 counts[f"group_items.{s}"] = n
             gtrain = gi.filter("split = 'train'").select("group", "item")
@@ -240,11 +229,11 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
             graphs.row_normalised(
                 gtrain.select(F.col("group").alias("src"), F.col("item").alias("dst")).distinct()
             ),
-            opts.graph_partitions,
+            counts["groups"],
         )
         graph_notes["group_user/user_group"] = "row-normalised, w = 1/out-degree"
 
-    shutil.rmtree(w.path("_work"), ignore_errors=True)
+    w.store.delete(w.path("_work"), True)
     split_info = dict(sp.params)
     manifest = Manifest(
         name=name,
@@ -255,8 +244,9 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
         tables=dict(w.tables),
         filters={**prep.filters, "graphs": graph_notes, "notes": raw.notes},
         rejected=rej,
+        partitions=w.partitions,
     )
-    manifest.write(w.tmp)
+    w.write_manifest(manifest)  # last: the manifest names every table written above
     return {
         "bundle": w.out,
         "rows_in": rej["rows_in"],
@@ -272,8 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw interaction logs into a distrec dataset bundle.",
     )
     p.add_argument("--source", required=True, choices=sorted(SOURCES))
-    p.add_argument("--input", required=True, help="input directory (or file for generic)")
-    p.add_argument("--out", required=True, help="bundle directory, e.g. data/bundles/<name>")
+    p.add_argument("--input", default="", help="input directory, file or URI")
+    p.add_argument(
+        "--input-file",
+        action="append",
+        default=[],
+        metavar="ROLE=PATH",
+        help="use PATH for one file role of the source (see spark_jobs/README.md)",
+    )
+    p.add_argument("--out", required=True, help="bundle directory or URI, e.g. data/bundles/x")
     p.add_argument(
         "--master",
         default="local[2]",
@@ -284,17 +281,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(msg: str) -> int:
+    print(f"build_bundle: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    opts = parse_overrides(args.overrides)
+    try:
+        opts = parse_overrides(args.overrides)
+        for pair in args.input_file:
+            role, sep, path = pair.partition("=")
+            if not sep or not role or not path:
+                raise OptionError(f"--input-file {pair!r}: expected ROLE=PATH")
+            opts.input_files[role.strip()] = path
+        if not args.input and not opts.input_files:
+            raise OptionError("give --input DIR (or --input-file ROLE=PATH for each role)")
+    except OptionError as e:
+        return _fail(str(e))
     from spark_jobs.session import make_session
 
     master = None if args.master == "none" else args.master
+    # A session that is already running (an embedding process, the tests) is reused, not stopped.
+    owned = SparkSession.getActiveSession() is None
     spark = make_session(master, driver_memory=args.driver_memory)
     try:
         summary = build(spark, args.source, args.input, args.out, opts)
+    except (UserError, OptionError) as e:
+        return _fail(str(e))
     finally:
-        spark.stop()
+        if owned:
+            spark.stop()
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 

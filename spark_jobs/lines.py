@@ -10,43 +10,26 @@ JVM, which keeps 10^7-line inputs fast.
 
 from __future__ import annotations
 
-import os
-
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 _LOW_BITS = (1 << 33) - 1
 
 
-def list_files(path: str, patterns: tuple[str, ...] = ()) -> list[str]:
-    """Files under ``path`` (a file or a directory, sorted), optionally filtered by suffix."""
-    if os.path.isfile(path):
-        return [os.path.abspath(path)]
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"input {path!r} does not exist")
-    out = []
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            if f.startswith((".", "_")):
-                continue
-            if patterns and not f.endswith(patterns):
-                continue
-            out.append(os.path.abspath(os.path.join(root, f)))
-    return sorted(out)
-
-
 def read_lines(spark: SparkSession, files: list[str]) -> DataFrame:
-    """Rows ``source_file`` (basename path as given), ``line`` (1-based int64), ``value``.
-
-    CR of CRLF line endings is stripped. Empty files give no rows (the caller counts them).
-    """
+    """Rows ``source_file`` (path as given, ``file:`` stripped), ``line`` (1-based int64),
+    ``value``. CR of CRLF line endings is stripped. Empty files give no rows (the caller
+    counts them)."""
     if not files:
         raise FileNotFoundError("no input files")
-    df = (
-        spark.read.text(files)
-        .withColumn("source_file", F.input_file_name())
-        .withColumn("_mid", F.monotonically_increasing_id())
-    )
+    df = number_rows(spark.read.text(files).withColumn("source_file", F.input_file_name()))
+    return df.select("source_file", "line", F.regexp_replace("value", "\r$", "").alias("value"))
+
+
+def number_rows(df: DataFrame) -> DataFrame:
+    """Add ``line``: the 1-based position of each row in its ``source_file`` (a file read by
+    any Spark reader, before any shuffle), and strip ``file:`` from ``source_file``."""
+    df = df.withColumn("_mid", F.monotonically_increasing_id())
     df = df.withColumn("_pid", F.shiftright("_mid", 33)).withColumn(
         "_pos", F.col("_mid").bitwiseAND(F.lit(_LOW_BITS))
     )
@@ -68,13 +51,16 @@ def read_lines(spark: SparkSession, files: list[str]) -> DataFrame:
         for pid, n, start in sorted(parts):
             offsets.append((pid, f, acc - start))
             acc += n
-    off_df = spark.createDataFrame(offsets, "_pid long, source_file string, _off long")
+    spark = df.sparkSession
+    off_df = spark.createDataFrame(
+        offsets or [(0, "", 0)], "_pid long, source_file string, _off long"
+    )
     df = df.join(F.broadcast(off_df), ["_pid", "source_file"])
     line = F.col("_off") + F.col("_pos") + F.lit(1)
-    return df.select(
-        F.regexp_replace("source_file", "^file:(//)?", "").alias("source_file"),
-        line.cast("long").alias("line"),
-        F.regexp_replace("value", "\r$", "").alias("value"),
+    return (
+        df.withColumn("line", line.cast("long"))
+        .withColumn("source_file", F.regexp_replace("source_file", "^file:(//)?", ""))
+        .drop("_mid", "_pid", "_pos", "_off")
     )
 
 

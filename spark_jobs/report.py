@@ -9,6 +9,8 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_jobs.errors import UserError
+
 
 class Progress:
     """``[build_bundle +12.3s] message`` lines on stderr, one per stage."""
@@ -25,7 +27,7 @@ class Progress:
             print(f"[build_bundle +{self.elapsed():6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
-class RejectedShareError(RuntimeError):
+class RejectedShareError(UserError):
     """Too many malformed rows: the input is probably not in the format the reader expects."""
 
 
@@ -55,14 +57,19 @@ def reject_stats(frames: dict[str, DataFrame]) -> dict[str, Any]:
     }
 
 
-def check_share(stats: dict[str, Any], limit: float, samples: list[Any]) -> None:
+def check_share(stats: dict[str, Any], limit: float, samples: list[Any], where: str) -> None:
+    """Raise a one-line :class:`RejectedShareError`: the first rejected row (file:line: field:
+    reason), the share over the limit, the reasons and where the reject table was written."""
     if stats["share"] <= limit:
         return
-    lines = [
-        f"{stats['rows']} of {stats['rows_in']} rows rejected ({stats['share']:.2%}), over "
-        f"max_reject_share={limit:.2%}; is the input in this source's format?",
-        "reasons: " + "; ".join(f"{k} x{v}" for k, v in sorted(stats["by_reason"].items())),
-        "first rejected rows:",
-    ]
-    lines += [f"  {r['source_file']}:{r['line']}: {r['reason']}: {r['raw']!r}" for r in samples]
-    raise RejectedShareError("\n".join(lines))
+    first = (
+        f"{samples[0]['source_file']}:{samples[0]['line']}: {samples[0]['reason']}"
+        if samples
+        else "(no row sample)"
+    )
+    reasons = "; ".join(f"{k} x{v}" for k, v in sorted(stats["by_reason"].items()))
+    raise RejectedShareError(
+        f"{first} -- {stats['rows']} of {stats['rows_in']} rows rejected "
+        f"({stats['share']:.2%} > max_reject_share={limit:.2%}; reasons: {reasons}); "
+        f"all rejected rows: {where}"
+    )

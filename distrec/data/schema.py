@@ -12,7 +12,7 @@ Layout (paths relative to the bundle root)::
     groups/items/split=<split>/    group, item
     sequences/                     user, items list<int64>, ts list<int64> (training part)
     eval/<protocol>/split=<split>/ user, input list<int64>, targets list<int64>, candidates list<int64>
-    graphs/<name>/                 src, dst list<int64>, w list<float32>; files part-<lo>-<hi>.parquet
+    graphs/<name>/                 src, dst list<int64>, w list<float32>; N src-range files (v2)
     _rejected/                     source_file, line, reason, raw
 
 Every table is a directory of Parquet files (Spark or pyarrow output); the reader globs it.
@@ -27,7 +27,11 @@ from typing import Any
 
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+# 2: tables list their files (``TableInfo.files``) and the manifest records ``partitions``
+# (the largest world size the files are balanced for). Version 1 bundles are still read: they
+# have ``partitions == 0`` and ``files is None`` (readers glob the table directory).
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 MANIFEST_FILE = "_manifest.json"
 
 SPLITS = ("train", "valid", "test")
@@ -124,6 +128,9 @@ class TableInfo:
     rows: int
     schema: dict[str, str]
     partitioned_by: str | None = None  # "split" or "src_range"
+    # v2: one entry per file, in index order (per split in SPLITS order): path (relative to the
+    # table directory), rows, index, plus split (split tables) or src_lo/src_hi (graphs, inclusive).
+    files: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -140,6 +147,7 @@ class Manifest:
     rejected: dict[str, Any] = field(default_factory=dict)  # rows, share, by_reason
     created_by: str = "spark_jobs.build_bundle"
     format_version: int = FORMAT_VERSION
+    partitions: int = 0  # v2: files per table (per split); 0 in version 1 bundles
 
     @property
     def num_users(self) -> int:
@@ -163,10 +171,11 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "<manifest>") -> Manifest:
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise BundleFormatError(
                 f"{where}: format_version {version!r} is not supported (this distrec reads "
-                f"format_version {FORMAT_VERSION}); rebuild the bundle with spark_jobs.build_bundle"
+                f"format_version {', '.join(map(str, READ_VERSIONS))}); rebuild the bundle with "
+                "spark_jobs.build_bundle"
             )
         required = ("name", "source", "counts", "behaviors", "split", "tables")
         missing = [k for k in required if k not in d]

@@ -8,9 +8,6 @@ tie-break. A line whose user or length differs between the two files is rejected
 
 from __future__ import annotations
 
-import glob
-import os
-
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -22,22 +19,15 @@ from spark_jobs.ingest.common import (
     lines_of,
     with_parts,
 )
+from spark_jobs.ingest.presets import one, resolve
 from spark_jobs.options import BuildOptions
 
 BEHAVIOR = "review"
 
 
-def _pick(path: str, kind: str) -> str:
-    got = sorted(glob.glob(os.path.join(path, f"*_{kind}_org_rank.txt"))) or sorted(
-        glob.glob(os.path.join(path, f"*_{kind}_*.txt"))
-    )
-    if not got:
-        raise FileNotFoundError(f"{path}: no *_{kind}_*.txt file")
-    return got[0]
-
-
 def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
-    item_f, time_f = _pick(path, "item"), _pick(path, "time")
+    got = resolve(spark, "amazon_beauty", path, opts)
+    item_f, time_f = one(got, "items"), one(got, "times")
     li, e1 = lines_of(spark, [item_f])
     lt, e2 = lines_of(spark, [time_f])
     a = with_parts(li, r"\s+").select(

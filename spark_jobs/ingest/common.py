@@ -7,13 +7,14 @@ splits good rows from the ``_rejected`` table, so nothing is dropped silently.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.errors import MissingInputError, UserError
 from spark_jobs.lines import read_lines
+from spark_jobs.store import Store
 
 # Timestamps outside [1970, 2100) are impossible for interaction logs.
 MAX_TS = 4_102_444_800
@@ -43,13 +44,14 @@ class RawData:
 
 def lines_of(spark: SparkSession, files: list[str]) -> tuple[DataFrame, list[str]]:
     """Lines of the non-empty files, and the list of empty files (recorded as rejects)."""
+    store = Store(spark, files[0])
     for f in files:
-        if not os.path.exists(f):
-            raise FileNotFoundError(f"expected input file {f} is missing")
-    empty = [f for f in files if os.path.getsize(f) == 0]
+        if not store.is_file(f):
+            raise MissingInputError(f"{f}: expected input file is missing")
+    empty = [f for f in files if store.size(f) == 0]
     full = [f for f in files if f not in empty]
     if not full:
-        raise ValueError(f"all input files are empty: {files}")
+        raise UserError(f"{', '.join(files)}: every input file is empty")
     return read_lines(spark, full), empty
 
 

@@ -8,8 +8,6 @@ is the negated line number, so ties in time keep chronological (reversed file) o
 
 from __future__ import annotations
 
-import os
-
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -25,17 +23,16 @@ from spark_jobs.ingest.common import (
     ts_value,
     with_parts,
 )
+from spark_jobs.ingest.presets import one, resolve, role
 from spark_jobs.options import BuildOptions
 
-BEHAVIOR = "checkin"
+BEHAVIOR = role("gowalla_1000u", "checkins").behavior
 
 
 def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
+    got = resolve(spark, "gowalla_1000u", path, opts)
     if opts.split == "given":
-        files = {
-            os.path.join(path, "Gowalla_train.txt"): "train",
-            os.path.join(path, "Gowalla_test.txt"): "test",
-        }
+        files = {one(got, r): role("gowalla_1000u", r).split for r in ("train", "test")}
         lines, empty = lines_of(spark, list(files))
         df = with_parts(lines, r"\t+| +")
         spl = F.create_map(*[x for f, s in files.items() for x in (F.lit(f), F.lit(s))])
@@ -52,7 +49,7 @@ def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
         checks += id_checks(part(0), "user", numeric=True)
         checks += id_checks(part(1), "item", numeric=True)
     else:
-        files_l = [os.path.join(path, "Gowalla_checkins.txt")]
+        files_l = [one(got, "checkins")]
         lines, empty = lines_of(spark, files_l)
         df = with_parts(lines, r"\t+| +")
         ts = ts_value(part(2))

@@ -8,8 +8,6 @@ is never read: it holds 1,332 pairs beyond the trn_* files, 35 of them valid/tes
 
 from __future__ import annotations
 
-import os
-
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -23,26 +21,22 @@ from spark_jobs.ingest.common import (
     part,
     with_parts,
 )
+from spark_jobs.ingest.presets import PRESETS, one, resolve
 from spark_jobs.options import BuildOptions
-
-FILES = (
-    ("trn_pv", "pv", "train"),
-    ("trn_fav", "fav", "train"),
-    ("trn_buy", "buy", "train"),
-    ("vld_buy", "buy", "valid"),
-    ("tst_buy", "buy", "test"),
-)
 
 
 def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
-    files = [os.path.join(path, f) for f, _, _ in FILES]
+    roles = PRESETS["jd_vcgae"]
+    got = resolve(spark, "jd_vcgae", path, opts)
+    files = [one(got, r.name) for r in roles]
     lines, empty = lines_of(spark, files)
     df = with_parts(lines, r"[ \t]+")
-    beh = F.create_map(*[x for f, (_, b, _) in zip(files, FILES) for x in (F.lit(f), F.lit(b))])
-    spl = F.create_map(*[x for f, (_, _, s) in zip(files, FILES) for x in (F.lit(f), F.lit(s))])
+    beh = F.create_map(*[x for f, r in zip(files, roles) for x in (F.lit(f), F.lit(r.behavior))])
+    spl = F.create_map(*[x for f, r in zip(files, roles) for x in (F.lit(f), F.lit(r.split))])
+    c = roles[0].columns
     cols = {
-        "user": part(0),
-        "item": part(1),
+        "user": part(c["user"]),
+        "item": part(c["item"]),
         "behavior": beh[F.col("source_file")],
         "ts": F.lit(None).cast("long"),
         "split": spl[F.col("source_file")],

@@ -9,8 +9,6 @@ userFollow.txt social links are not part of the bundle.
 
 from __future__ import annotations
 
-import os
-
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -24,9 +22,10 @@ from spark_jobs.ingest.common import (
     part,
     with_parts,
 )
+from spark_jobs.ingest.presets import one, resolve, role
 from spark_jobs.options import BuildOptions
 
-BEHAVIOR = "buy"
+BEHAVIOR = role("mafengwo", "user_train").behavior
 
 
 def _pairs(spark: SparkSession, files: dict[str, str], a: str, b: str) -> tuple[DataFrame, list]:
@@ -47,20 +46,25 @@ def _pairs(spark: SparkSession, files: dict[str, str], a: str, b: str) -> tuple[
 
 
 def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
+    got = resolve(spark, "mafengwo", path, opts)
+
     def p(name: str) -> str:
-        return os.path.join(path, name)
+        return one(got, name)
+
+    def s(name: str) -> str:
+        return role("mafengwo", name).split
 
     ui, e1 = _pairs(
-        spark, {p("userRatingTrain.txt"): "train", p("userRatingTest.txt"): "test"}, "user", "item"
+        spark, {p("user_train"): s("user_train"), p("user_test"): s("user_test")}, "user", "item"
     )
     gi, e2 = _pairs(
         spark,
-        {p("groupRatingTrain.txt"): "train", p("groupRatingTest.txt"): "test"},
+        {p("group_train"): s("group_train"), p("group_test"): s("group_test")},
         "group",
         "item",
     )
     ui = ui.withColumn("behavior", F.lit(BEHAVIOR))
-    lines, e3 = lines_of(spark, [p("groupMember.txt")])
+    lines, e3 = lines_of(spark, [p("members")])
     # "g u1,u2,...": one row per member; a line with no members is rejected.
     df = with_parts(lines, r"[ \t]+")
     checks = [field_count_check(2, 2, "fields (group, member list)")]

@@ -8,9 +8,6 @@ the order does not depend on the file's row order.
 
 from __future__ import annotations
 
-import glob
-import os
-
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -25,15 +22,14 @@ from spark_jobs.ingest.common import (
     ts_value,
     with_parts,
 )
+from spark_jobs.ingest.presets import resolve, role
 from spark_jobs.options import BuildOptions
 
-BEHAVIOR = "rating"
+BEHAVIOR = role("ml-100k", "interactions").behavior
 
 
 def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
-    files = sorted(glob.glob(os.path.join(path, "*.inter"))) if os.path.isdir(path) else [path]
-    if not files:
-        raise FileNotFoundError(f"{path}: no *.inter file")
+    files = resolve(spark, "ml-100k", path, opts)["interactions"]
     lines, empty = lines_of(spark, files)
     # The header is line 1 of each file; it is not data (and not a reject).
     lines = lines.filter(~((F.col("line") == 1) & F.col("value").contains(":token")))

@@ -7,13 +7,12 @@ DIR/meta.json (kind, behaviors ordered target last, ...), DIR/events/part-*.csv 
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.errors import MissingInputError, UserError
 from spark_jobs.ingest.common import (
     RawData,
     behavior_check,
@@ -27,7 +26,9 @@ from spark_jobs.ingest.common import (
     ts_value,
     with_parts,
 )
+from spark_jobs.ingest.presets import resolve
 from spark_jobs.options import BuildOptions
+from spark_jobs.store import Store
 
 DEFAULT_SPLIT = {
     "multibehavior": "random_per_user",
@@ -43,18 +44,16 @@ def _csv(spark: SparkSession, files: list[str]) -> tuple[DataFrame, list[str]]:
 
 
 def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
-    meta_path = os.path.join(path, "meta.json")
+    got = resolve(spark, "synth", path, opts)
+    meta_path = got["meta"][0]
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{meta_path}: missing; is {path} distrec.synth output?") from None
+        meta = json.loads(Store(spark, meta_path).read_text(meta_path))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{meta_path}: not valid JSON ({e})") from None
     behaviors = list(meta.get("behaviors") or [])
     if not behaviors:
-        raise ValueError(f"{meta_path}: field 'behaviors' is empty")
-    files = sorted(glob.glob(os.path.join(path, "events", "part-*.csv")))
-    if not files:
-        raise FileNotFoundError(f"{path}/events: no part-*.csv files")
+        raise UserError(f"{meta_path}: field 'behaviors' is empty")
+    files = got["events"]
     df, empty = _csv(spark, files)
     ts = ts_value(part(3))
     cols = {
@@ -73,10 +72,12 @@ def read(spark: SparkSession, path: str, opts: BuildOptions) -> RawData:
     members = group_items = None
     kind = meta.get("kind", "multibehavior")
     if kind == "group":
-        mf = sorted(glob.glob(os.path.join(path, "groups", "members-*.csv")))
-        gf = sorted(glob.glob(os.path.join(path, "groups", "events-*.csv")))
+        mf = got.get("members", [])
+        gf = got.get("group_items", [])
         if not mf:
-            raise FileNotFoundError(f"{path}/groups: no members-*.csv for a kind=group data set")
+            raise MissingInputError(
+                f"{path}: no groups/members-*.csv (role members) for a kind=group data set"
+            )
         m, e2 = _csv(spark, mf)
         members = finish(
             m,

@@ -28,11 +28,11 @@ def test_multibehavior_random_per_user(spark, tmp_path):
         g = graph_dict(out, f"ui.{b}")
         gi = graph_dict(out, f"iu.{b}")
         assert g == {(i, u): w for (u, i), w in gi.items()}  # iu is the transpose of ui
-    # graph files are named by their inclusive src range
-    files = sorted((out / "graphs" / "ui.view").glob("part-*.parquet"))
-    rng = [tuple(int(x) for x in f.stem.split("-")[1:]) for f in files]
-    assert all(lo <= hi for lo, hi in rng)
-    assert all(a[1] < b[0] for a, b in zip(sorted(rng), sorted(rng)[1:]))  # disjoint ranges
+    # graph files cover contiguous inclusive src ranges, listed in the manifest
+    files = m.tables["graphs/ui.view"].files or []
+    rng = [(f["src_lo"], f["src_hi"]) for f in files]
+    assert rng[0][0] == 0 and rng[-1][1] == m.num_users - 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(rng, rng[1:]))  # contiguous, disjoint
 
 
 def test_leave_one_out_and_sequences(spark, tmp_path):
