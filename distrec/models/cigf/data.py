@@ -99,6 +99,7 @@ class CigfData(InteractionData):
         self.fanout_over, self.max_frontier = fanout_over, max_frontier
         self.sampled_negatives = sampled_negatives
         self._target_rows = not all_behavior_epoch  # epoch rows are target pairs
+        self._full_kjt: tuple[Any, torch.Tensor] | None = None
         self.adjs = (
             load_behavior_adjacency(self.bundle, self.model_behaviors)
             if mode == "sampled"
@@ -194,8 +195,10 @@ class CigfData(InteractionData):
         user or item count of any rank this step (one all-reduce: the row-wise sharded lookup
         exchanges ``[stride, .]`` blocks that must be equal everywhere)."""
         m = self.num_users
-        if self.mode == "full":
-            kjt, n_nodes = node_kjt(np.arange(m), np.arange(self.num_items))
+        if self.mode == "full":  # the same every step: built once
+            if self._full_kjt is None:
+                self._full_kjt = node_kjt(np.arange(m), np.arange(self.num_items))
+            kjt, n_nodes = self._full_kjt
         else:
             sub = payload["sub"]
             stride = max_over_ranks(int(payload["stride"]))
@@ -242,7 +245,7 @@ class CigfData(InteractionData):
         for step, q in enumerate(super().eval_queries(split, task)):
             if self.mode == "sampled":
                 rng = step_rng(
-                    self.seed, 10_000 + (split == "test"), step, _SAMPLE_STREAM + self.rank
+                    self.seed, 10_000 + (split == "test"), step, _SAMPLE_STREAM
                 )
                 q.batch = self._subgraph_batch(q.ids.numpy(), "user", rng)
             yield q
@@ -250,7 +253,7 @@ class CigfData(InteractionData):
     def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
         for step, q in enumerate(super().queries_for(ids, task)):
             if self.mode == "sampled":
-                rng = step_rng(self.seed, 10_002, step, _SAMPLE_STREAM + self.rank)
+                rng = step_rng(self.seed, 10_002, step, _SAMPLE_STREAM)
                 q.batch = self._subgraph_batch(q.ids.numpy(), "user", rng)
             yield q
 
