@@ -1,7 +1,7 @@
 """Per-rank cost of owned (partitioned) full propagation: L LightGCN layers forward + backward
 over this rank's rows, halo all-to-all included, at W ranks (gloo, one thread per rank).
 
-Synthetic bipartite graph with skewed item popularity; every rank builds it from the same seed
+Synthetic bipartite graph with skewed item popularity (popular items at random ids); every rank builds it from the same seed
 and keeps its own rows (PartitionedGraph). Reports per world size: step_p50_ms / p95 (max over
 ranks), edges per rank, halo rows per layer (per rank), peak RSS per rank, cpu seconds per step
 summed over ranks.
@@ -38,7 +38,8 @@ from distrec.graph.propagate import propagate_partitioned
 def _graph(a: argparse.Namespace) -> Csr:
     rng = np.random.default_rng(0)
     u = rng.integers(0, a.users, a.edges)
-    i = (rng.zipf(1.2, a.edges) - 1) % a.items
+    # popular items at random ids (a bundle numbers items by raw id, not by popularity)
+    i = rng.permutation(a.items)[(rng.zipf(1.2, a.edges) - 1) % a.items]
     return sym_normalized(Csr.from_pairs(u, i, a.users, a.items))
 
 
