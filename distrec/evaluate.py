@@ -49,7 +49,8 @@ def load_for_eval(run: str, checkpoint: str, overrides: list[str]):  # noqa: ANN
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from distrec.distributed.env import destroy_distributed
+    from distrec.cli import run_guarded
+    from distrec.config import ConfigError
     from distrec.engine.runs import run_eval
 
     def evaluate() -> None:  # the session dies with this frame, before destroy_distributed
@@ -58,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if s.env.is_main:
             print(json.dumps({"run": args.run, "split": args.split, **res}, indent=2))
 
-    try:
-        evaluate()
-    finally:
-        destroy_distributed()
-    return 0
+    return run_guarded(evaluate, (ConfigError,))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from distrec.distributed.env import destroy_distributed
+    from distrec.cli import run_guarded
     from distrec.engine.export import ExportError, export_vectors
     from distrec.evaluate import load_for_eval
 
@@ -41,14 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if s.env.is_main:
             print(f"wrote {n} rows of {args.what} to {args.out}", file=sys.stderr)
 
-    try:
-        export()
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        destroy_distributed()
-    return 0
+    return run_guarded(export, (ExportError,))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownId as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from distrec.distributed.env import destroy_distributed
+    from distrec.cli import run_guarded
     from distrec.engine.runs import export_topk
     from distrec.evaluate import load_for_eval
 
@@ -102,14 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         if s.env.is_main:
             print(f"wrote {n} rows to {args.out}", file=sys.stderr)
 
-    try:
-        export()
-    except NotImplementedError as e:  # e.g. --all for a sequence model: queries need a split
-        print(f"error: --all/--ids/--users: {e}; use --split", file=sys.stderr)
-        return 2
-    finally:
-        destroy_distributed()
-    return 0
+    # NotImplementedError: e.g. --all for a sequence model, whose queries need a split
+    return run_guarded(
+        export, (NotImplementedError,), prefix="--all/--ids/--users: ", suffix="; use --split"
+    )
 
 
 if __name__ == "__main__":

@@ -34,23 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_intermixed_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from distrec.distributed.env import destroy_distributed
+    from distrec.cli import run_guarded
     from distrec.engine.sweep import grid_points, list_points, run_sweep
     from distrec.models.registry import UnknownModelError
 
-    try:
+    def sweep() -> None:
         grid = grid_points(a.grid)
         listed = list_points(a.points) if a.points else [{}]
         points = [{**p, **g} for p in listed for g in grid]
         run_sweep(
             a.model, a.config, points, base=a.overrides, root=a.root or f"{a.out}.runs", out=a.out
         )
-    except (ConfigError, UnknownModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        destroy_distributed()
-    return 0
+
+    return run_guarded(sweep, (ConfigError, UnknownModelError))
 
 
 if __name__ == "__main__":

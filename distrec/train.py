@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     overrides = list(args.overrides) + (["run.resume=true"] if args.resume else [])
+    from distrec.cli import run_guarded
     from distrec.config import load_config
-    from distrec.distributed.env import destroy_distributed
     from distrec.engine.loop import Trainer
     from distrec.engine.session import build_session
     from distrec.models.registry import UnknownModelError
@@ -44,16 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnknownModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        # no local holds the session here: destroy_distributed needs the last reference to the
-        # process group gone (see its docstring)
-        Trainer(build_session(args.model, cfg)).fit()
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        destroy_distributed()
-    return 0
+    # no local holds the session here: destroy_distributed needs the last reference to the
+    # process group gone (see its docstring)
+    return run_guarded(lambda: Trainer(build_session(args.model, cfg)).fit(), (ConfigError,))
 
 
 if __name__ == "__main__":
