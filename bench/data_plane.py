@@ -10,8 +10,9 @@ streams one epoch of its shards, at W = 1 and W = 2, on a synthetic bundle.
 what spark_jobs writes with ``partitions=16``) with pyarrow alone, cheaply. ``measure`` runs each
 rank in its own process, one after another (the figure is per rank), and writes
 ``bench/results/data_plane_w<W>.json``: ``peak_rss_mb_per_rank`` (ru_maxrss of the rank process),
-``reader_rss_mb_per_rank`` (peak minus the RSS after imports, i.e. what opening the bundle and
-streaming the epoch added: plan, shuffle windows, per-step arrays and negatives).
+``reader_rss_mb_per_rank`` (peak minus the RSS after imports and a one-row read, which
+initialises pyarrow's Parquet reader, ~14 MB: what opening the bundle and streaming the epoch
+added: plan, shuffle windows, per-step arrays and negatives).
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ def gen(out: Path, users: int, items: int, per_user: int, parts: int, seed: int)
 
 
 def rank_main(bundle: str, rank: int, world: int, batch: int, negatives: bool, buf: int) -> dict:
+    from distrec.data.bundle import Bundle
     from distrec.data.interactions import InteractionData
 
+    imports = _rss_mb()
+    Bundle(bundle).graph_rows("ui.buy", 0, 1)  # library initialisation (Parquet reader, pools)
     base = _rss_mb()
     t0 = time.perf_counter()
     data = InteractionData(bundle, rank, world, batch_size=batch, prefetch=0, buffer_rows=buf)
@@ -109,7 +113,8 @@ def rank_main(bundle: str, rank: int, world: int, batch: int, negatives: bool, b
         "rows_streamed": rows,
         "graph_rows_read": data.bundle.rows_read.get("graphs/ui.buy", 0),
         "seconds": time.perf_counter() - t0,
-        "rss_after_imports_mb": base,
+        "rss_after_imports_mb": imports,
+        "rss_after_one_row_read_mb": base,
         "peak_rss_mb": peak,
         "reader_rss_mb": peak - base,
     }
@@ -149,8 +154,8 @@ def measure(args: argparse.Namespace) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_rank":
-        b, r, w, g, neg, buf = sys.argv[2:8]
-        print(json.dumps(rank_main(b, int(r), int(w), int(g), neg == "1", int(buf))))
+        bun, r, w, gb, neg, buf = sys.argv[2:8]
+        print(json.dumps(rank_main(bun, int(r), int(w), int(gb), neg == "1", int(buf))))
         return
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -165,7 +170,7 @@ def main() -> None:
     m.add_argument("--bundle", required=True)
     m.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
     m.add_argument("--batch", type=int, default=65536)
-    m.add_argument("--buffer", type=int, default=262144)
+    m.add_argument("--buffer", type=int, default=524288)
     m.add_argument("--negatives", action=argparse.BooleanOptionalAction, default=True)
     m.add_argument("--tag", default="")
     a = ap.parse_args()

@@ -33,7 +33,7 @@ class DataConfig:
     num_workers: int = 0  # > 0: batches are built in a forked worker process per rank
     prefetch: int = 2  # batches prepared ahead (by the worker process, else a thread)
     partitions: int = 0  # virtual shards P (0: the bundle manifest's, else 16); P % world == 0
-    shuffle_buffer: int = 262144  # pairs per shuffle window and shard (bounds reader memory)
+    shuffle_buffer: int = 524288  # pairs per shuffle window and shard (bounds reader memory)
 
 
 @dataclass

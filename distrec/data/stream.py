@@ -39,7 +39,7 @@ from distrec.data.csr import Csr
 from distrec.data.schema import ui_graph
 
 DEFAULT_PARTITIONS = 16  # virtual shards of a format-1 bundle (no ``partitions`` in its manifest)
-DEFAULT_BUFFER_ROWS = 1 << 18  # pairs per shuffle window and shard
+DEFAULT_BUFFER_ROWS = 1 << 19  # pairs per shuffle window and shard (data.shuffle_buffer)
 
 
 def bundle_partitions(bundle: Bundle, override: int = 0, global_batch: int = 0) -> int:
@@ -382,7 +382,8 @@ def _rows_window(picks: list[tuple[Window, np.ndarray]], plan: EdgePlan) -> Wind
             np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
         )
         indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        pos[b] = Csr(indptr, dst[take], wt[take], int(users.shape[0]), plan.num_items)
+        wt = wt[take] if wt.shape[0] else wt
+        pos[b] = Csr(indptr, dst[take], wt, int(users.shape[0]), plan.num_items)
     empty = np.zeros(0, np.int64)
     return Window(users[order], pos, empty, empty)
 
@@ -393,4 +394,5 @@ def _gather_rows(csr: Csr, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.repeat(lo, lens) + (
         np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
     )
-    return csr.indices[idx], csr.weights[idx]
+    w = csr.weights[idx] if csr.weights.shape[0] else csr.weights  # windows skip weights
+    return csr.indices[idx], w

@@ -1,7 +1,7 @@
-"""The training graphs IGRec needs, read from a dataset bundle with pyarrow.
+"""The training graphs IGRec needs, read from a dataset bundle through :class:`Bundle`.
 
-Reads the bundle tables of :mod:`distrec.data.schema` directly (train interactions of the target
-behavior, group members, train group-item pairs) and builds the symmetric-normalised user-item
+Reads the bundle tables of :mod:`distrec.data.schema` (train interactions of the target
+behavior, group members, train group-item pairs; a local bundle or a URI) and builds the symmetric-normalised user-item
 adjacency of LightGCN from them, so the model does not depend on how a bundle normalised its
 ``graphs/`` tables.
 """
@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from distrec.data.bundle import Bundle
 from distrec.data.schema import Manifest
 
 
@@ -43,11 +43,16 @@ class IGRecGraphs:
         return (1.0 / np.sqrt(du[self.ui_user] * di[self.ui_item])).astype(np.float32)
 
 
+def _has(bundle_dir: str, table: str) -> bool:
+    name, _, split = table.partition("/split=")
+    return Bundle(bundle_dir).has_table(name, split or None)
+
+
 def _read(bundle_dir: str, table: str, columns: list[str]) -> dict[str, np.ndarray]:
-    path = os.path.join(bundle_dir, table)
-    if not os.path.isdir(path):
+    if not _has(bundle_dir, table):
         raise FileNotFoundError(f"{bundle_dir}: bundle table {table}/ is missing (IGRec needs it)")
-    t = pq.read_table(path, columns=columns)
+    name, _, split = table.partition("/split=")
+    t = Bundle(bundle_dir).table(name, columns, split=split or None)
     return {c: t.column(c).to_numpy().astype(np.int64) for c in columns}
 
 
@@ -64,7 +69,7 @@ def _check_range(where: str, field: str, values: np.ndarray, n: int) -> None:
 
 def load_graphs(bundle_dir: str, manifest: Manifest | None = None) -> IGRecGraphs:
     """Read the train part of ``bundle_dir``; ids are validated against the manifest counts."""
-    m = manifest or Manifest.load(bundle_dir)
+    m = manifest or Bundle(bundle_dir).manifest
     nu, ni, ng = m.num_users, m.num_items, m.num_groups
     if ng == 0:
         raise ValueError(f"{bundle_dir}: manifest counts.groups is 0; IGRec needs groups")
@@ -96,15 +101,13 @@ def read_pairs(
     """Unique (query, item) pairs of ``split`` for the user task (target behavior) or the group
     task; empty arrays when the split's table is absent."""
     if task == "user":
-        path = os.path.join(bundle_dir, f"interactions/split={split}")
-        if not os.path.isdir(path):
+        if not _has(bundle_dir, f"interactions/split={split}"):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         d = _read(bundle_dir, f"interactions/split={split}", ["user", "item", "behavior"])
         keep = d["behavior"] == target_behavior
         q, i = d["user"][keep], d["item"][keep]
     else:
-        path = os.path.join(bundle_dir, f"groups/items/split={split}")
-        if not os.path.isdir(path):
+        if not _has(bundle_dir, f"groups/items/split={split}"):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         d = _read(bundle_dir, f"groups/items/split={split}", ["group", "item"])
         q, i = d["group"], d["item"]
