@@ -244,9 +244,7 @@ class CigfData(InteractionData):
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
         for step, q in enumerate(super().eval_queries(split, task)):
             if self.mode == "sampled":
-                rng = step_rng(
-                    self.seed, 10_000 + (split == "test"), step, _SAMPLE_STREAM
-                )
+                rng = step_rng(self.seed, 10_000 + (split == "test"), step, _SAMPLE_STREAM)
                 q.batch = self._subgraph_batch(q.ids.numpy(), "user", rng)
             yield q
 
