@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from distrec.data.bundle import Bundle
+from distrec.data.bundle import Bundle, graph_shape
 from distrec.data.csr import Csr
 
 
@@ -125,10 +125,13 @@ class NodePartition:
 def own_rows(bundle: Bundle, name: str, lo: int, hi: int) -> Csr:
     """Rows ``[lo, hi)`` of bundle graph ``name`` as a Csr [hi - lo, N_dst] (row k = node lo + k).
 
-    The one place a rank reads its adjacency rows. Until the bundle reader's partial read (#15,
-    ``Bundle.graph_rows``) lands this slices a full read; the switch is this function's body.
+    The one place a rank reads its adjacency rows: :meth:`Bundle.graph_rows` reads only the row
+    groups whose src range meets ``[lo, hi)``; rows absent from the table have no neighbours.
     """
-    full = bundle.graph(name)
-    a, b = int(full.indptr[lo]), int(full.indptr[hi])
-    indptr = np.asarray(full.indptr[lo : hi + 1], dtype=np.int64) - a
-    return Csr(indptr, full.indices[a:b], full.weights[a:b], hi - lo, full.num_dst)
+    _, num_dst = graph_shape(name, bundle.manifest)
+    g = bundle.graph_rows(name, lo, hi)
+    deg = np.zeros(hi - lo, dtype=np.int64)
+    deg[g.src - lo] = np.diff(g.indptr)  # src ascending: dst is already in row order
+    indptr = np.zeros(hi - lo + 1, dtype=np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    return Csr(indptr, g.dst, np.asarray(g.w, dtype=np.float32), hi - lo, num_dst)

@@ -181,3 +181,19 @@ def test_lightgcn_build_model_reads_own_rows_and_equals_replicated(bundle: Path)
     torch.testing.assert_close(out["owned"][0], out["replicated"][0])
     for a, c in zip(out["owned"][1], out["replicated"][1], strict=True):
         torch.testing.assert_close(a, c)
+
+
+def test_own_rows_reads_a_row_range_of_the_bundle_graph(bundle: Path) -> None:
+    from distrec.graph.partition import own_rows
+
+    b = Bundle(bundle)
+    for name in ("ui.buy", "iu.buy"):
+        full = b.graph(name)
+        n = full.num_src
+        for lo, hi in [(0, n), (0, 4), (4, 17), (17, n), (n, n)]:
+            r = own_rows(b, name, lo, hi)
+            a, c = int(full.indptr[lo]), int(full.indptr[hi])
+            assert (r.num_src, r.num_dst) == (hi - lo, full.num_dst)
+            assert r.indptr.tolist() == (full.indptr[lo : hi + 1] - a).tolist()
+            assert r.indices.tolist() == full.indices[a:c].tolist()
+            assert r.weights.tolist() == full.weights[a:c].tolist()
