@@ -212,27 +212,37 @@ class InteractionData(TaskData):
 
         With ``prefetch > 0`` the numpy payloads are made ``prefetch`` steps ahead, in a forked
         worker process when ``workers > 0`` (no GIL contention with the trainer) else in a thread;
-        the KJTs are built here, in the consumer.
+        the KJTs are built here, in the consumer. The producer starts when this is called, not at
+        the first ``next``: the first batches are built while the trainer sets the epoch up.
         """
         if self.prefetch <= 0:
-            for step, p in self._payloads(epoch, start_step):
-                self._count(epoch, step)
-                yield self.to_batch(p)
-            return
+            return self._inline(epoch, start_step)
+        if self._active is not None:  # an epoch's iterator dropped unfinished
+            self._active.close()
+            self.wait_seconds += self._active.wait_seconds
         pf: Prefetcher[Any] | ProcessPrefetcher[Any]
         if self.workers > 0:
             pf = ProcessPrefetcher(lambda: self._payloads(epoch, start_step), depth=self.prefetch)
         else:
             pf = Prefetcher(self._payloads(epoch, start_step), depth=self.prefetch)
         self._active = pf
+        return self._drain(pf, epoch)
+
+    def _inline(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        for step, p in self._payloads(epoch, start_step):
+            self._count(epoch, step)
+            yield self.to_batch(p)
+
+    def _drain(self, pf: Prefetcher[Any] | ProcessPrefetcher[Any], epoch: int) -> Iterator[Batch]:
         try:
             for step, p in pf:
                 self._count(epoch, step)
                 yield self.to_batch(p)
         finally:
             pf.close()
-            self.wait_seconds += pf.wait_seconds
-            self._active = None
+            if self._active is pf:
+                self.wait_seconds += pf.wait_seconds
+                self._active = None
 
     def _count(self, epoch: int, step: int) -> None:
         c = self.built.setdefault(epoch, [step, step, 0])
