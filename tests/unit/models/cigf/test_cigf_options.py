@@ -57,9 +57,11 @@ def test_row_normalise_averages_neighbours() -> None:
 
 
 def test_left_norm_changes_the_graph_and_score_scale_only_the_loss(bundle: Path) -> None:
-    base, data = _model(bundle)
-    left, _ = _model(bundle, "model.norm=left")
-    scaled, _ = _model(bundle, "model.score_scale=300")
+    # replicated: the model then holds the whole graphs, whose weights the test compares
+    rep = "graph.partition=replicated"
+    base, data = _model(bundle, rep)
+    left, _ = _model(bundle, rep, "model.norm=left")
+    scaled, _ = _model(bundle, rep, "model.score_scale=300")
     batch = next(iter(data.train_batches(0)))
     w_base = base._adjs_cpu[0].weights
     w_left = left._adjs_cpu[0].weights
