@@ -205,6 +205,8 @@ class InteractionData(TaskData):
     def _payloads(self, epoch: int, start_step: int = 0) -> Iterator[tuple[int, Any]]:
         for step in range(start_step, self.stream.num_steps()):
             yield step, self.payload(epoch, step)
+        # load the next epoch's first windows while the trainer finishes this one (and validates)
+        self.stream.step_slices(epoch + 1, 0)
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """This rank's batches of ``epoch`` from ``start_step`` on. Resuming mid-epoch builds no
