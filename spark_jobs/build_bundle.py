@@ -74,6 +74,11 @@ def build(
     read = get_reader(source)
     raw = read(spark, input_dir, opts)
     protocol = opts.split or raw.default_split
+    if protocol == "given" and not raw.has_given_split:
+        raise UserError(
+            f"split=given: the {source} input has no split of its own (generic: map a split "
+            "column with col.split=<column>); choose another split protocol"
+        )
     name = opts.name or norm(out).rstrip("/").rsplit("/", 1)[-1]
     log(f"source={source} input={input_dir} split={protocol}")
     w = BundleWriter(

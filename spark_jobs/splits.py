@@ -162,7 +162,11 @@ def split_events(
         if "split" not in events.columns:
             raise ValueError("split=given: this source has no split of its own")
         inter = events.withColumn("split", F.coalesce("split", F.lit("train")))
-        gi = group_items
+        gi = (
+            None
+            if group_items is None
+            else group_items.withColumn("split", F.coalesce("split", F.lit("train")))
+        )
         params["note"] = "the data set's own train/valid/test files"
     elif protocol == "random_per_user":
         base = tgt.drop("split")

@@ -47,6 +47,10 @@ class Store:
         self.root = norm(root)
         self.fs = self._path(self.root).getFileSystem(self._conf)
         self.local = str(self.fs.getScheme()) == "file"
+        if self.local:
+            # The checksummed local FS hides Spark's .crc side files from listings; the raw one
+            # shows them, so the writer can delete them (readers glob table directories).
+            self.fs = self.fs.getRawFileSystem()
 
     def _path(self, p: str) -> Any:
         return self._jvm.org.apache.hadoop.fs.Path(p)

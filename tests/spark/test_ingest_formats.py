@@ -201,8 +201,10 @@ def test_json_lines_and_mixed_ids(spark, tmp_path, capfd):
 def test_group_data_through_generic(spark, tmp_path):
     d = tmp_path / "grp"
     d.mkdir()
-    inter = ["user_id,item_id"] + [
-        f"{u}.0,{(u * 3 + k) % 25}.0" for u in range(30) for k in range(6)
+    inter = ["user_id,item_id,split"] + [
+        f"{u}.0,{(u * 3 + k) % 25}.0,{'test' if k == 5 else 'train'}"
+        for u in range(30)
+        for k in range(6)
     ]
     (d / "interactions.csv").write_text("\n".join(inter) + "\n")
     mem = ["group_id,user_id"] + [f"{g}.0,{(g * 5 + k) % 30}.0" for g in range(8) for k in range(4)]
@@ -213,9 +215,11 @@ def test_group_data_through_generic(spark, tmp_path):
     (d / "group_items.csv").write_text("\n".join(gi) + "\n")
     out = tmp_path / "b"
     ov = ["float_ids=true", "group_items.col.group=gid", "group_items.col.item=iid", "partitions=3"]
+    ov.append("split=given")  # the split columns of both files
     build(spark, "generic", str(d), str(out), parse_overrides(ov), quiet=True)
     m = manifest(out)
     assert m["counts"]["groups"] == 8 and m["counts"]["users"] == 30
+    assert m["counts"]["interactions.test"] == 30
     assert table(out, "groups/members").num_rows == len(set(mem[1:]))
     g = table(out, "groups/items").to_pylist()
     assert len(g) == 40 and sum(r["split"] == "test" for r in g) == 8
@@ -267,3 +271,7 @@ def test_missing_input_and_reject_threshold(spark, tmp_path, capfd):
     assert "a.csv:4: timestamp: impossible value 'not-a-time'" in err
     assert f"{out}.rejected" in err and not out.exists()
     assert (Path(f"{out}.rejected")).is_dir()
+    err = _cli_error(
+        capfd, ["--source", "generic", "--input", str(d), "--out", str(out), "split=given"]
+    )
+    assert "split=given: the generic input has no split of its own" in err
