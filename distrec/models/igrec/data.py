@@ -101,10 +101,14 @@ class IGRecData(TaskData):
         idx = (np.arange(self.group_batch) + step * self.group_batch) % n
         return perm[idx]
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This rank's batches of ``epoch`` from ``start_step`` on (every step's randomness is a
+        function of (seed, epoch, step), so a resumed epoch skips the done steps exactly)."""
         sl = rank_slice(self.global_batch, self.rank, self.world)
         g_sl = rank_slice(self.group_batch, self.rank, self.world)
         for step, rows in enumerate(self.users.global_batches(epoch)):
+            if step < start_step:
+                continue
             rng = step_rng(self.seed, epoch, step)
             users, pos = self.g.ui_user[rows], self.g.ui_item[rows]
             neg = uniform_negatives(users, self.g.num_items, self.k, self.pos_user, rng)
