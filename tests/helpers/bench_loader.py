@@ -66,15 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     steps = min(a.steps, data.num_train_steps(0))
     # 1) batch build alone
     build = []
-    gb = data.shard.global_batches(0)[:steps]
-    for t, rows in enumerate(gb):
+    for t in range(steps):
         s = time.perf_counter()
-        data.build_batch(0, t, rows)
+        data.build_batch(0, t)
         build.append(time.perf_counter() - s)
     # 2) step alone (batches built beforehand)
-    batches = [
-        data.build_batch(1, t, rows) for t, rows in enumerate(data.shard.global_batches(1)[:steps])
-    ]
+    batches = [data.build_batch(1, t) for t in range(steps)]
     step_t = []
     for b in batches:
         s = time.perf_counter()
@@ -96,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train_rows": data.num_train_rows,
                 "global_batch": a.batch,
                 "world": a.world,
-                "rank_batch": data.shard.slice.stop - data.shard.slice.start,
+                "rank_batch": data.stream.rank_batch,
                 "negatives": a.negatives,
                 "prefetch": "process" if a.workers else "thread",
                 "steps": steps,
