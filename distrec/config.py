@@ -61,7 +61,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     patience: int = 10  # early stopping: evaluations without improvement
     select_metric: str = "ndcg@10"  # metric on validation that picks the best checkpoint
-    pipeline: bool = True  # TrainPipelineSparseDist when the model is pipelineable (MF); else logged
+    pipeline: bool = True  # TrainPipelineSparseDist where the model traces (MF); else logged
     log_every: int = 50  # steps
 
 
