@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from distrec.distributed.env import destroy_distributed
 from distrec.engine.session import build_session
@@ -22,6 +21,7 @@ from distrec.eval.ranking import evaluate_split
 from distrec.models.api import Batch
 from distrec.models.igrec.model import full_table_kjt
 from distrec.models.lightgcn.data import lookup_kjt
+from tests.helpers.session_worker import train_step
 
 
 def _tables(s: Any, name: str) -> dict[str, torch.Tensor]:
@@ -66,13 +66,7 @@ def run(name: str, out: str, steps: int, overrides: list[str]) -> None:
     epoch = 0
     while len(losses) < steps:
         for batch in s.data.train_batches(epoch):
-            loss, _ = s.wrapped(batch)
-            s.optimizer.zero_grad()
-            loss.backward()
-            s.optimizer.step()
-            g = loss.detach().clone()
-            dist.all_reduce(g)
-            losses.append(float(g) / dist.get_world_size())
+            losses.append(train_step(s, batch))
             if len(losses) == 1:
                 tables1 = _tables(s, name)
             if len(losses) == steps:

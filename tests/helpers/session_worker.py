@@ -57,19 +57,21 @@ def main(model: str, out: str, capture: str, overrides: list[str]) -> None:
     destroy_distributed()  # after run()'s frame, the session's last reference, is gone
 
 
+def train_step(s: Any, batch: Batch) -> float:
+    """One optimiser step of session ``s`` on ``batch``; returns the global loss (a collective)."""
+    loss, _ = s.wrapped(batch)
+    s.optimizer.zero_grad()
+    loss.backward()
+    s.optimizer.step()
+    # Rank losses are means over equal-sized slices: their mean is the global loss.
+    g = loss.detach().clone()
+    dist.all_reduce(g)
+    return float(g) / dist.get_world_size()
+
+
 def run(model: str, out: str, capture: str, overrides: list[str]) -> None:
     s = build_session(model, overrides=overrides, write_config=False)
-    losses = []
-    for epoch in range(2):
-        for batch in s.data.train_batches(epoch):
-            loss, _ = s.wrapped(batch)
-            s.optimizer.zero_grad()
-            loss.backward()
-            s.optimizer.step()
-            # Rank losses are means over equal-sized slices: their mean is the global loss.
-            g = loss.detach().clone()
-            dist.all_reduce(g)
-            losses.append(float(g) / dist.get_world_size())
+    losses = [train_step(s, batch) for epoch in range(2) for batch in s.data.train_batches(epoch)]
     s.wrapped.eval()
     with torch.no_grad():
         s.model.prepare_eval()
