@@ -92,29 +92,11 @@ def test_ebc_sharding_follows_one_rank(
 
 @pytest.mark.timeout(600)
 def test_embedding_collection_column_wise_follows_one_rank(tmp_path: Path) -> None:
-    from tests.unit.models.mdgr.test_mdgr_distributed import write_chunks_bundle
+    from tests.unit.models.mdgr.test_mdgr_distributed import TINY_MDGR, write_chunks_bundle
 
     bundle = write_chunks_bundle(tmp_path / "b")
-    overrides = [
-        f"data.bundle={bundle}",
-        "data.batch_size=32",
-        "data.eval_batch_size=8",
-        "model.dim=8",  # column shards of 4 columns on each rank
-        "model.time_dim=4",
-        "model.pos_dim=4",
-        "model.max_len=6",
-        "model.interests=3",
-        "model.iterations=2",
-        "model.sim_heads=2",
-        "model.kmeans_steps=3",
-        "model.weight_hidden=8",
-        "model.dropout=0",
-        "train.sparse_optimizer=sgd",
-        "train.sparse_lr=0.5",
-        "train.dense_optimizer=sgd",
-        "train.lr=0.1",
-        "metrics.enabled=false",
-    ]
+    # model.dim=8: column shards of 4 columns on each rank
+    overrides = [f"data.bundle={bundle}", *TINY_MDGR]
 
     def run(world: int, port: int, sharding: str) -> dict:
         o = [*overrides, f"sharding.default={sharding}", f"run.dir={tmp_path / f'r{world}'}"]

@@ -71,27 +71,33 @@ def write_chunks_bundle(root: Path) -> Path:
     return root
 
 
+# A tiny MDGR trained with SGD on the chunks bundle (also used by the sharding-type tests).
+TINY_MDGR = [
+    "data.batch_size=32",  # 16 chunks x 8 (target, negative) pairs: 4 steps an epoch
+    "data.eval_batch_size=8",
+    "model.dim=8",
+    "model.time_dim=4",
+    "model.pos_dim=4",
+    "model.max_len=6",
+    "model.interests=3",
+    "model.iterations=2",
+    "model.sim_heads=2",
+    "model.kmeans_steps=3",
+    "model.weight_hidden=8",
+    "model.dropout=0",
+    "train.sparse_optimizer=sgd",
+    "train.sparse_lr=0.5",
+    "train.dense_optimizer=sgd",
+    "train.lr=0.1",
+    "metrics.enabled=false",
+]
+
+
 def _run(world: int, port: int, bundle: Path, tmp: Path) -> dict[str, Any]:
     overrides = [
         f"data.bundle={bundle}",
-        "data.batch_size=32",  # 16 chunks x 8 (target, negative) pairs: 4 steps an epoch
-        "data.eval_batch_size=8",
-        "model.dim=8",
-        "model.time_dim=4",
-        "model.pos_dim=4",
-        "model.max_len=6",
-        "model.interests=3",
-        "model.iterations=2",
-        "model.sim_heads=2",
-        "model.kmeans_steps=3",
-        "model.weight_hidden=8",
-        "model.dropout=0",
-        "train.sparse_optimizer=sgd",
-        "train.sparse_lr=0.5",
-        "train.dense_optimizer=sgd",
-        "train.lr=0.1",
+        *TINY_MDGR,
         "sharding.default=row_wise",
-        "metrics.enabled=false",
         f"run.dir={tmp / f'run{world}'}",
     ]
     return run_session_worker("mdgr", world, port, tmp / f"w{world}.pt", "query_reps", overrides)
