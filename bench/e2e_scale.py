@@ -1,0 +1,386 @@
+"""The whole pipeline at industrial scale on one box (issue #19): synthetic logs -> Spark bundle ->
+2-rank training of CIGF, LightGCN and DisMIR (Prometheus scraping both ranks) -> sharded
+evaluation -> top-K and embedding export -> a rank killed mid-epoch and ``--resume``.
+
+    python bench/e2e_scale.py --rows 10000000 --steps 200
+    python bench/e2e_scale.py --rows 100000000 --steps 200 --stages bundle train_cigf
+
+Sizes from ``--rows`` R (raw multi-behavior events): R/10 users, R/100 items, 4 behaviors; the
+sequence set has R/100 users and ``--seq-items`` (default R/10) items. Every stage is a fresh
+process tree timed from outside, its RSS sampled from /proc every 0.5 s (per rank: the rank's
+process and its data workers; ``peak_rss_gb_total``: the peak of the sum over every process of
+all stages, JVM included). Training runs ``--steps`` optimizer steps (0 = one epoch) in the
+configs' recommended mode (``configs/cigf/synthetic.yaml``, ``configs/lightgcn/synth.yaml``,
+``configs/dismir/beauty.yaml``) with the overrides in the JSON. Writes
+``bench/results/e2e_scale_<rows>.json``; work files under ``--work`` (git-ignored by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_support import REPO, Prometheus, StageResult, free_port, free_ports, run_stage  # noqa: E402
+
+PY = sys.executable
+STAGES = (
+    "synth",
+    "bundle",
+    "train_cigf",
+    "train_lightgcn",
+    "train_dismir",
+    "eval",
+    "export",
+    "resume",
+)
+CONFIGS = {
+    "cigf": "configs/cigf/synthetic.yaml",
+    "lightgcn": "configs/lightgcn/synth.yaml",
+    "dismir": "configs/dismir/beauty.yaml",
+}
+EPOCH_RE = re.compile(r"epoch (\d+): (\d+) steps, loss ([\d.naninf-]+), (\d+) samples/s/rank")
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(REPO))
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _uptime() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+def _record(res: StageResult, **extra: Any) -> dict[str, Any]:
+    out = {"wall_s": res.wall_s, "peak_rss_mb_per_rank": res.per_rank(), "rc": res.rc}
+    out.update({"peak_rss_mb_total": res.peak_rss_mb_total, "log": res.log, "load": _uptime()})
+    out.update(extra)
+    if res.rc != 0:
+        tail = Path(res.log).read_text(errors="replace")[-2000:]
+        print(f"stage failed (rc {res.rc}), log {res.log}:\n{tail}", file=sys.stderr)
+    return out
+
+
+def _torchrun(module: str, args: list[str], port: int) -> list[str]:
+    return [
+        PY, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
+        f"--master-port={port}", "-m", module, *args,
+    ]  # fmt: skip
+
+
+def _train_stats(run_dir: Path, batch: int) -> dict[str, Any]:
+    """Steps, global samples/s and data wait from rank 0's epoch lines (weighted by steps)."""
+    log = (run_dir / "logs" / "rank0.log").read_text(errors="replace")
+    steps, secs, wait = 0, 0.0, 0.0
+    for m in EPOCH_RE.finditer(log):
+        n, rate = int(m.group(2)), float(m.group(4))
+        per_rank = batch // 2
+        steps += n
+        secs += n * per_rank / max(rate, 1e-9)
+    waits = [float(w) for w in re.findall(r"data wait ([\d.]+)%", log)]
+    if waits:
+        wait = sum(waits) / len(waits)
+    stats = run_dir / "data_stats" / "rank0.json"
+    per_epoch = json.loads(stats.read_text()).get("steps") if stats.exists() else None
+    metrics = run_dir / "metrics.json"
+    out = {
+        "steps_per_epoch": per_epoch,
+        "steps": steps,
+        "samples_per_s": round(steps * batch / secs, 1) if secs else None,
+        "data_wait_pct": round(wait, 2),
+    }
+    if metrics.exists():
+        m = json.loads(metrics.read_text())
+        out["test"] = m.get("test")
+        out["global_step"] = m.get("global_step")
+    return out
+
+
+class E2E:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.a = args
+        self.work = Path(args.work or REPO / "bench" / "results" / "tmp" / f"e2e-{args.rows}")
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.users = max(1000, args.rows // 10)
+        self.items = max(500, args.rows // 100)
+        self.seq_users = max(500, args.rows // 100)
+        self.seq_items = args.seq_items or max(1000, args.rows // 10)
+        self.mb_bundle = self.work / "bundle_mb"
+        self.seq_bundle = self.work / "bundle_seq"
+        self.out = Path(args.out or REPO / "bench" / "results" / f"e2e_scale_{args.rows}.json")
+        # stages run by separate invocations (--stages ...) accumulate in one JSON
+        old = json.loads(self.out.read_text()) if self.out.exists() and not args.fresh else {}
+        self.stages: dict[str, Any] = old.get("stages", {})
+        self.commands: list[str] = old.get("commands", [])
+        self.prom: Prometheus | None = None
+
+    # ------------------------------------------------------------------ data
+    def synth(self) -> None:
+        rec = {}
+        for kind, users, items, per_user, out in (
+            ("multibehavior", self.users, self.items, 5, self.work / "raw_mb"),
+            ("sequence", self.seq_users, self.seq_items, 30, self.work / "raw_seq"),
+        ):
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [PY, "-m", "distrec.synth", "--kind", kind, "--users", str(users), "--items",
+                   str(items), "--interactions-per-user", str(per_user), "--out", str(out),
+                   "--seed", "0", "--chunk-rows", "2000000", "--quiet"]  # fmt: skip
+            res = run_stage(cmd, self.work / f"synth_{kind}.log", _env())
+            rec[kind] = _record(res, users=users, items=items, bytes=_du(out), command=cmd)
+        self.stages["synth"] = rec
+
+    def bundle(self) -> None:
+        rec = {}
+        for name, raw, out, opts in (
+            ("multibehavior", self.work / "raw_mb", self.mb_bundle, ["split=random_per_user"]),
+            ("sequence", self.work / "raw_seq", self.seq_bundle, ["split=user_holdout"]),
+        ):
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [PY, "-m", "spark_jobs.build_bundle", "--source", "synth", "--input", str(raw),
+                   "--out", str(out), "--master", "local[2]", "--driver-memory",
+                   self.a.driver_memory, *opts]  # fmt: skip
+            res = run_stage(cmd, self.work / f"bundle_{name}.log", _env())
+            man = json.loads((out / "_manifest.json").read_text()) if res.rc == 0 else {}
+            rec[name] = _record(res, bytes_on_disk=_du(out) if out.exists() else 0,
+                                counts=man.get("counts"), command=cmd)  # fmt: skip
+        mb = rec["multibehavior"]
+        self.stages["bundle"] = {
+            "wall_s": round(sum(r["wall_s"] for r in rec.values()), 2),
+            "peak_rss_mb_per_rank": [max(r["peak_rss_mb_total"] for r in rec.values())],
+            "samples_per_s": None,
+            "bytes_on_disk": sum(r["bytes_on_disk"] for r in rec.values()),
+            "train_interactions": (mb.get("counts") or {}).get("interactions.train"),
+            "parts": rec,
+        }
+
+    # -------------------------------------------------------------- training
+    def _overrides(self, model: str, run_dir: Path, port: int) -> list[str]:
+        bundle = self.seq_bundle if model == "dismir" else self.mb_bundle
+        ov = [f"data.bundle={bundle}", f"run.dir={run_dir}", "metrics.enabled=true",
+              f"metrics.port={port}", "train.epochs=1", "train.eval_every=1000"]  # fmt: skip
+        if self.a.steps:
+            ov.append(f"train.max_steps={self.a.steps}")
+        return ov + list(getattr(self.a, f"{model}_override") or [])
+
+    def train(self, model: str, extra: list[str] | None = None, name: str = "") -> dict[str, Any]:
+        name = name or f"train_{model}"
+        run_dir = self.work / "runs" / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        base = free_ports(2)
+        assert self.prom is not None
+        self.prom.target(name, [base, base + 1])
+        ov = self._overrides(model, run_dir, base) + (extra or [])
+        cmd = _torchrun("distrec.train", [model, "--config", CONFIGS[model], *ov], free_port())
+        t0 = time.time()
+        res = run_stage(cmd, self.work / f"{name}.log", _env())
+        t1 = time.time()
+        time.sleep(2.5)  # two more scrape intervals: the last samples land
+        batch = int(_cfg_value(run_dir, "data", "batch_size") or 0)
+        rec = _record(res, command=cmd, run_dir=str(run_dir), global_batch=batch)
+        if res.rc == 0:
+            rec.update(_train_stats(run_dir, batch))
+        rec["prometheus"] = {
+            series: self.prom.coverage(f'{series}{{run="{name}"}}', t0, t1)
+            for series in (
+                "distrec_samples_total",
+                "distrec_step_seconds_count",
+                "distrec_data_wait_seconds_total",
+            )  # fmt: skip
+        }
+        rec["train_wall_span_s"] = round(t1 - t0, 1)
+        self.stages[name] = rec
+        return rec
+
+    # ------------------------------------------------------- eval and export
+    def eval(self) -> None:
+        run = self.work / "runs" / "train_lightgcn"
+        ov = [f"eval.max_users={self.a.eval_users}"] if self.a.eval_users else []
+        cmd = _torchrun("distrec.evaluate", ["--run-dir", str(run), "--split", "test", *ov],
+                        free_port())  # fmt: skip
+        res = run_stage(cmd, self.work / "eval.log", _env())
+        metrics = None
+        if res.rc == 0:
+            text = Path(res.log).read_text()
+            metrics = json.loads(text[text.rindex("{") : text.rindex("}") + 1])
+        self.stages["eval"] = _record(res, command=cmd, metrics=metrics, samples_per_s=None,
+                                      eval_users=self.a.eval_users)  # fmt: skip
+
+    def export(self) -> None:
+        run = self.work / "runs" / "train_lightgcn"
+        users = self.work / "sample_users.txt"
+        raw = _raw_user_ids(self.mb_bundle, self.a.export_users)
+        users.write_text("\n".join(raw) + "\n")
+        topk = self.work / "export" / "topk.parquet"
+        emb = self.work / "export" / "items"
+        shutil.rmtree(self.work / "export", ignore_errors=True)
+        cmds = [
+            _torchrun("distrec.recommend", ["--run-dir", str(run), "--users", str(users), "--k",
+                      "50", "--out", str(topk)], free_port()),
+            _torchrun("distrec.export", ["--run-dir", str(run), "--what", "items", "--out",
+                      str(emb)], free_port()),
+        ]  # fmt: skip
+        parts = [run_stage(c, self.work / f"export_{i}.log", _env()) for i, c in enumerate(cmds)]
+        wall = sum(p.wall_s for p in parts)
+        self.stages["export"] = {
+            "wall_s": round(wall, 2),
+            "peak_rss_mb_per_rank": [max(v) for v in zip(*(p.per_rank() for p in parts))],
+            "samples_per_s": None,
+            "rc": [p.rc for p in parts],
+            "topk_users": len(raw),
+            "bytes_on_disk": _du(self.work / "export"),
+            "commands": cmds,
+        }
+
+    # ---------------------------------------------------------------- resume
+    def resume(self) -> None:
+        """A shorter LightGCN run killed (SIGKILL, every rank) after its first mid-epoch
+        checkpoint, resumed, and compared with the same run uninterrupted."""
+        steps = self.a.resume_steps
+        common = [f"train.max_steps={steps}", f"run.checkpoint_every={steps // 2}"]
+        ref = self.train("lightgcn", common, name="resume_reference")
+        run_dir = self.work / "runs" / "resume_killed"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        base = free_ports(2)
+        ov = self._overrides("lightgcn", run_dir, base) + common
+        cmd = _torchrun("distrec.train", ["lightgcn", "--config", CONFIGS["lightgcn"], *ov],
+                        free_port())  # fmt: skip
+        latest = run_dir / "checkpoints" / "latest"
+        killed = run_stage(cmd, self.work / "resume_kill.log", _env(),
+                           on_poll=lambda p, t: latest.exists())  # fmt: skip
+        saved = (run_dir / "checkpoints" / latest.read_text().strip()) if latest.exists() else None
+        position = json.loads((saved / "meta.json").read_text()).get("data") if saved else None
+        resumed = self.train("lightgcn", [*common, "--resume"], name="resume_killed")
+        data_stats = {}
+        for r in range(2):
+            f = run_dir / "data_stats" / f"rank{r}.json"
+            data_stats[r] = json.loads(f.read_text()) if f.exists() else None
+        self.stages["resume"] = {
+            "wall_s": round(killed.wall_s + resumed["wall_s"], 2),
+            "peak_rss_mb_per_rank": resumed["peak_rss_mb_per_rank"],
+            "samples_per_s": resumed.get("samples_per_s"),
+            "killed_after_s": killed.wall_s,
+            "killed_rc": killed.rc,
+            "reference": {k: ref.get(k) for k in ("global_step", "test", "steps")},
+            "resumed": {k: resumed.get(k) for k in ("global_step", "test", "steps")},
+            "same_step_count": ref.get("global_step") == resumed.get("global_step"),
+            "same_metrics": ref.get("test") == resumed.get("test"),
+            "killed_at_position": position,
+            "rebuilt_earlier_batches": _rebuilt(data_stats, position),
+            "data_stats": data_stats,
+        }
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> dict[str, Any]:
+        t0 = time.time()
+        self.commands.append("python bench/e2e_scale.py " + " ".join(sys.argv[1:]))
+        with Prometheus(self.work / "prom") as prom:
+            self.prom = prom
+            for stage in self.a.stages:
+                print(f"[e2e +{time.time() - t0:7.0f}s] {stage} (load {_uptime()})", flush=True)
+                if stage.startswith("train_"):
+                    self.train(stage.removeprefix("train_"))
+                else:
+                    getattr(self, stage)()
+                self.save(t0)
+        return self.save(t0)
+
+    def save(self, t0: float) -> dict[str, Any]:
+        totals = [
+            v.get("peak_rss_mb_total", 0) if isinstance(v, dict) else 0
+            for v in self.stages.values()
+        ]
+        for v in self.stages.get("bundle", {}).get("parts", {}).values():
+            totals.append(v["peak_rss_mb_total"])
+        doc = {
+            "rows": self.a.rows,
+            "users": self.users,
+            "items": self.items,
+            "seq_users": self.seq_users,
+            "seq_items": self.seq_items,
+            "steps": self.a.steps,
+            "stages": self.stages,
+            "peak_rss_gb_total": round(max(totals, default=0) / 1024, 2),
+            "bytes_on_disk": _du(self.work) if self.work.exists() else 0,
+            "wall_s_total": round(time.time() - t0, 1),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {os.cpu_count()} cpus, 2-core sandbox",
+            "commands": self.commands,
+        }
+        out = self.out
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        tmp.replace(out)
+        return doc
+
+
+def _rebuilt(stats: dict[int, Any], position: dict[str, Any] | None) -> bool | None:
+    """Whether any rank of the resumed run built a batch before the saved data position."""
+    if not position or any(v is None for v in stats.values()):
+        return None
+    start = (int(position["epoch"]), int(position["step"]))
+    for v in stats.values():
+        for epoch, (first, _last, _n) in v["built"].items():
+            if (int(epoch), int(first)) < start:
+                return True
+    return False
+
+
+def _cfg_value(run_dir: Path, section: str, key: str) -> Any:
+    import yaml
+
+    f = run_dir / "config.yaml"
+    if not f.exists():
+        return None
+    return (yaml.safe_load(f.read_text()).get(section) or {}).get(key)
+
+
+def _raw_user_ids(bundle: Path, n: int) -> list[str]:
+    """The first ``n`` raw user ids of the bundle (its ids/users map), as strings."""
+    sys.path.insert(0, str(REPO))
+    from distrec.data.bundle import Bundle
+
+    raw = Bundle(str(bundle)).raw_ids("users")
+    step = max(1, len(raw) // max(n, 1))
+    return [str(x) for x in raw[::step][:n]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rows", type=int, default=10_000_000, help="raw multi-behavior events")
+    p.add_argument("--seq-items", type=int, default=0, help="items of the sequence set (R/10)")
+    p.add_argument("--steps", type=int, default=0, help="training steps per model (0 = an epoch)")
+    p.add_argument("--resume-steps", type=int, default=40)
+    p.add_argument("--eval-users", type=int, default=20_000, help="test users evaluated (0 = all)")
+    p.add_argument("--export-users", type=int, default=10_000)
+    p.add_argument("--driver-memory", default="4g")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    p.add_argument("--work", default="")
+    p.add_argument("--out", default="")
+    p.add_argument("--fresh", action="store_true", help="drop the stages of an earlier JSON")
+    for m in CONFIGS:
+        p.add_argument(f"--{m}-override", nargs="*", default=[], help=f"extra {m} overrides")
+    args = p.parse_args(argv)
+    doc = E2E(args).run()
+    print(json.dumps({k: v for k, v in doc.items() if k != "stages"}, indent=2))
+    failed = [
+        k
+        for k, v in doc["stages"].items()
+        if isinstance(v, dict) and v.get("rc") not in (0, [0, 0], None)
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
