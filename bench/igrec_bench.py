@@ -2,11 +2,17 @@
 
 ``synth-bundle``: synthetic group data with planted interests and groups of exactly
 ``--group-size`` members. ``memory``: a few training steps in this process and its peak RSS.
+``profile``: where one process's training step goes (the real session, batches built inline so
+the sampler is timed too): seconds per phase (batch = sampler + KJT, forward, backward,
+optimizer), the frontier sizes and the torch.profiler's top operators. A profile, not a speed
+figure: the profiler's overhead is in it.
 (The tables of seed runs moved to ``python -m research.igrec_summarize``; the stand-in MaFengWo
 bundle gave way to the Spark job's ``data/bundles/mafengwo``.)
 
     python bench/igrec_bench.py synth-bundle --out /tmp/synth-g500 --group-size 500
     python bench/igrec_bench.py memory --bundle /tmp/synth-g500 --member-cap 64 --steps 4
+    python bench/igrec_bench.py profile --bundle data/bundles/scale_group --steps 3 \
+        --json-out bench/results/igrec_profile.json [k=v overrides ...]
 """
 
 from __future__ import annotations
@@ -218,6 +224,83 @@ def memory_run(bundle: Path, member_cap: int, steps: int, batch_size: int, dim: 
     }
 
 
+def profile_run(bundle: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+    """Profile ``steps`` training steps of one process after ``warmup`` (see the module doc)."""
+    import tempfile
+    import time
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from distrec.config import load_config
+    from distrec.engine.session import build_session
+
+    over = [
+        f"data.bundle={bundle}",
+        "data.prefetch=0",  # batches built in this thread: the sampler shows up in the profile
+        "data.num_workers=0",
+        "metrics.enabled=false",
+        f"run.dir={tempfile.mkdtemp(prefix='igrec-profile-')}",
+        *overrides,
+    ]
+    cfg = load_config("igrec", str(REPO / "configs/igrec/synthetic_groups.yaml"), over)
+    s = build_session("igrec", cfg)
+    opt = s.optimizer
+    assert opt is not None
+    s.wrapped.train()
+    it = iter(s.data.train_batches(0))
+    phases: dict[str, list[float]] = {"batch": [], "forward": [], "backward": [], "optimizer": []}
+    sizes: list[dict[str, int]] = []
+
+    def one_step() -> None:
+        t0 = time.perf_counter()
+        with record_function("phase.batch"):
+            batch = next(it)
+        t1 = time.perf_counter()
+        with record_function("phase.forward"):
+            loss, _ = s.wrapped(batch)
+        t2 = time.perf_counter()
+        with record_function("phase.backward"):
+            opt.zero_grad()
+            loss.backward()
+        t3 = time.perf_counter()
+        with record_function("phase.optimizer"):
+            opt.step()
+        t4 = time.perf_counter()
+        for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            phases[k].append(dt)
+        n = batch.dense.get("lookup_n")
+        sizes.append(
+            dict(zip(("user", "item", "group"), (int(x) for x in n.tolist()), strict=False))
+            if n is not None
+            else {}
+        )
+
+    for _ in range(warmup):
+        one_step()
+    for v in phases.values():
+        v.clear()
+    sizes.clear()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        for _ in range(steps):
+            one_step()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:25]
+    return {
+        "bundle": bundle,
+        "overrides": overrides,
+        "global_batch": cfg.data.batch_size,
+        "steps": steps,
+        "warmup": warmup,
+        "phase_seconds_median": {k: float(np.median(v)) for k, v in phases.items()},
+        "lookup_rows_per_step": sizes,
+        "top_self_cpu_ms": {e.key: e.self_cpu_time_total / 1e3 / steps for e in top},
+        "table": table,
+        "torch_threads": torch.get_num_threads(),
+        "load": os.getloadavg(),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,12 +321,24 @@ def main(argv: list[str] | None = None) -> None:
     mr.add_argument("--batch-size", type=int, default=8192)
     mr.add_argument("--dim", type=int, default=64)
     mr.add_argument("--json-out", type=Path)
+    pr = sub.add_parser("profile", help="where a training step goes (one process, profiler)")
+    pr.add_argument("--bundle", required=True)
+    pr.add_argument("--steps", type=int, default=3)
+    pr.add_argument("--warmup", type=int, default=1)
+    pr.add_argument("--json-out", type=Path)
+    pr.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args(argv)
     if args.cmd == "synth-bundle":
         synth_bundle(
             args.out, args.users, args.items, args.groups, args.group_size, args.per_user,
             args.seed,
         )  # fmt: skip
+    elif args.cmd == "profile":
+        res = profile_run(args.bundle, args.steps, args.warmup, args.overrides)
+        print(res.pop("table"))
+        print(json.dumps(res, indent=1))
+        if args.json_out:
+            args.json_out.write_text(json.dumps(res, indent=1))
     else:
         res = memory_run(args.bundle, args.member_cap, args.steps, args.batch_size, args.dim)
         print(json.dumps(res, indent=1))

@@ -37,6 +37,8 @@ from distrec.models.igrec.graphs import IGRecGraphs
 from distrec.models.igrec.owned import OwnedGraphs, eval_cache, forward_owned, gather_typed
 from distrec.models.igrec.sampled import represent_sampled
 
+EVAL_SALT = 7_919  # offsets the evaluation generator's seed from the model seed
+
 
 def full_table_kjt(counts: dict[str, int]) -> KeyedJaggedTensor:
     """KJT that looks up every row of every table once: bag b of key k holds id b for
@@ -290,8 +292,14 @@ class IGRec(RecModel):
             self._cache = {"local": local.detach()}
             return
         with torch.no_grad():
-            r = self.represent(self._tables(None), generator=None, noise=False)
+            r = self.represent(self._tables(None), generator=self.eval_generator(), noise=False)
         self._cache = {k: v.detach() for k, v in r.items()}
+
+    def eval_generator(self) -> torch.Generator:
+        """Generator of the evaluation forward: with ``member_cap`` > 0 it draws the members
+        read per group (no Gumbel noise at evaluation). Seeded, not the global RNG, so an
+        evaluation is deterministic and the same at every world size and on every rank."""
+        return torch.Generator().manual_seed(self.readout.seed + EVAL_SALT)
 
     def query(self, batch: Batch, task: str = "user") -> torch.Tensor:
         """Final user reps (task "user") or e*_g (task "group") of batch.dense["ids"]: [B, D]."""

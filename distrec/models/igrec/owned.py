@@ -257,7 +257,8 @@ def forward_owned(model: IGRec, og: OwnedGraphs, d: dict[str, torch.Tensor], gen
 
 def eval_cache(model: IGRec, og: OwnedGraphs) -> torch.Tensor:
     """Noise-free representations of own rows, local layout [n, 2D]: rep | group-task rep."""
-    r = represent_owned(model, og, own_tables(model, og), generator=None, noise=False)
+    gen = model.eval_generator()  # the member cap's draws (seeded, the same on every rank)
+    r = represent_owned(model, og, own_tables(model, og), generator=gen, noise=False)
     z = r["user"].new_zeros
     return torch.cat(
         [

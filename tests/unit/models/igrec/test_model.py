@@ -102,12 +102,17 @@ def test_variants_train_and_rank(bundle: Path, overrides: tuple[str, ...]) -> No
                 assert not set(t) & set(ex)
 
 
-def test_eval_is_deterministic_and_train_is_seeded(bundle: Path) -> None:
-    model, data = _setup(bundle)
+@pytest.mark.parametrize("partition", ["owned", "replicated"])
+@pytest.mark.parametrize("cap", [0, 1])
+def test_eval_is_deterministic_and_train_is_seeded(bundle: Path, cap: int, partition: str) -> None:
+    model, data = _setup(bundle, f"model.member_cap={cap}", f"graph.partition={partition}")
     model.eval()
     model.prepare_eval()
     groups = Batch(dense={"ids": torch.arange(model.num_groups)})
     a = model.query(groups, "group").clone()
+    # the member cap's draws come from the model's own generator, not the global RNG
+    torch.manual_seed(12345)
+    torch.rand(17)
     model.prepare_eval()
     torch.testing.assert_close(model.query(groups, "group"), a)
     model.train()
