@@ -78,6 +78,15 @@ def make_kjt(
     )
 
 
+def query_batch(users: np.ndarray, pad: np.ndarray) -> Batch:
+    """Query batch of ``users`` [b]; a rank with no query this step (b = 0: the step's last
+    users went to the other ranks) looks up ``pad`` [1] instead, because a sharded lookup is a
+    collective every rank joins and TorchRec rejects a zero-stride KJT. ``Batch.size`` stays b:
+    the evaluator keeps the first ``len(targets)`` = b query rows."""
+    ids = users if users.shape[0] else pad
+    return Batch(sparse={"ebc": make_kjt(user=ids)}, size=int(users.shape[0]))
+
+
 class InteractionData(TaskData):
     """BPR training data and full-ranking (or fixed-candidate) evaluation for one rank.
 
@@ -337,7 +346,7 @@ class InteractionData(TaskData):
                 np.unique(np.concatenate([c.row(int(x))[0] for c in masks])).tolist() for x in u
             ]
             yield EvalQuery(
-                batch=Batch(sparse={"ebc": make_kjt(user=u)}, size=int(u.shape[0])),
+                batch=query_batch(u, users[start : start + 1]),
                 ids=torch.from_numpy(u.astype(np.int64)),
                 targets=[targets[i] for i in idx],
                 exclude=exclude,
@@ -365,7 +374,7 @@ class InteractionData(TaskData):
                 np.unique(np.concatenate([c.row(int(x))[0] for c in masks])).tolist() for x in u
             ]
             yield EvalQuery(
-                batch=Batch(sparse={"ebc": make_kjt(user=u)}, size=int(u.shape[0])),
+                batch=query_batch(u, np.zeros(1, dtype=np.int64)),
                 ids=torch.from_numpy(u),
                 targets=[[] for _ in u],
                 exclude=exclude,

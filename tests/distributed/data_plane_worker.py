@@ -6,6 +6,13 @@ its shards of a bundle and records what it read and yielded.
 Writes ``OUT_DIR/rank<r>.json``: steps, the (user, item, fill) pairs of every step of epochs 0 and
 1, rows read per table, window loads, and (with ``cigf_sampled=1``) the lookup stride of every
 sampled CIGF step, agreed over the ranks by the batch assembly's all-reduce.
+
+    ... data_plane_worker.py eval MODEL OUT_DIR EVAL_BATCH key=value ...
+
+builds MODEL's session (``config=PATH`` and overrides key=value) and evaluates ``valid`` twice with the same
+weights: global eval batches of EVAL_BATCH (chosen so that one user is left for the last step,
+i.e. an empty slice on rank 1) and of one batch holding every query; writes
+``OUT_DIR/eval<r>.json`` with both results' query counts and metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from distrec.data.bundle import Bundle
@@ -72,6 +80,35 @@ def main(bundle: str, out: str, opts: dict[str, str]) -> None:
     destroy_distributed()
 
 
+def eval_main(model: str, out: str, eval_batch: int, overrides: list[str]) -> None:
+    from distrec.engine.runs import _eval
+    from distrec.engine.session import build_session
+
+    torch.set_num_threads(1)
+    config = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
+    overrides = [o for o in overrides if not o.startswith("config=")]
+    s = build_session(model, config_path=config, overrides=overrides, write_config=False)
+    rec = {}
+    for name, eb in (("remainder", eval_batch), ("whole", 1 << 20)):
+        _set_eval_batch(s.data, eb)
+        res = _eval(s, "valid", "user")
+        rec[name] = {"queries": res.num_queries, "metrics": res.metrics}
+    Path(out, f"eval{dist.get_rank()}.json").write_text(json.dumps(rec))
+    dist.barrier()
+    del s
+    destroy_distributed()
+
+
+def _set_eval_batch(data: object, eb: int) -> None:
+    """The adapters keep the global eval batch under different names."""
+    opts = getattr(data, "opts", None)
+    if opts is not None and hasattr(opts, "eval_batch_size"):
+        opts.eval_batch_size = eb
+    for attr in ("eval_batch_size", "eval_batch"):
+        if hasattr(data, attr):
+            setattr(data, attr, eb)
+
+
 def _np(x: object) -> object:
     if isinstance(x, np.integer):
         return int(x)
@@ -79,4 +116,7 @@ def _np(x: object) -> object:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:]))
+    if sys.argv[1] == "eval":
+        eval_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:])
+    else:
+        main(sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:]))

@@ -89,3 +89,69 @@ def test_sampled_stride_is_agreed_over_ranks(ranks: list[dict]) -> None:
     assert len(a) == len(b) > 0
     for (sa, *na), (sb, *nb) in zip(a, b, strict=True):
         assert sa == sb == max(na + nb)
+
+
+# (model, bundle fixture, eval batch leaving one query for the last step, exact, overrides):
+# "exact" models score a query independently of the batch it is in; DisMIR draws its routing
+# noise per global eval step and sampled CIGF its neighbourhoods, so only the counts compare.
+EVAL_CASES = [
+    ("mf", "bundle", 199, True, ["config=configs/tiny/mf.yaml"]),
+    ("cigf", "group_bundle", 199, True,
+     ["config=configs/cigf/synthetic.yaml", "model.embedding_dim=4", "graph.mode=full"]),
+    ("cigf", "group_bundle", 199, False,
+     ["config=configs/cigf/synthetic.yaml", "model.embedding_dim=4", "graph.fanout=[2]",
+      "graph.layers=2"]),
+    ("igrec", "group_bundle", 199, True, ["config=configs/igrec/synthetic_groups.yaml", "model.dim=8"]),
+    ("dismir", "seq_bundle", 5, False,
+     ["config=configs/dismir/gowalla.yaml", "model.dim=8", "model.max_len=6"]),
+    ("mdgr", "seq_bundle", 5, True,
+     ["config=configs/mdgr/beauty.yaml", "model.dim=8", "model.max_len=6", "model.time_dim=4",
+      "model.pos_dim=4"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def group_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_bundle(
+        tmp_path_factory.mktemp("dpg") / "b",
+        users=200, items=120, per_user=12, behaviors=("view", "buy"), groups=20,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def seq_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.unit.models.dismir.seq_bundle import write_seq_bundle
+
+    return write_seq_bundle(tmp_path_factory.mktemp("dps") / "b")  # 6 valid users
+
+
+@pytest.mark.parametrize(
+    ("model", "fixture", "eval_batch", "exact", "overrides"),
+    EVAL_CASES,
+    ids=[f"{c[0]}-{'full' if c[3] or c[0] != 'cigf' else 'sampled'}" for c in EVAL_CASES],
+)
+def test_eval_with_one_query_in_the_last_step(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    model: str,
+    fixture: str,
+    eval_batch: int,
+    exact: bool,
+    overrides: list[str],
+) -> None:
+    """2 ranks, (#valid queries) mod eval batch == 1: rank 1's slice of the last step is empty
+    (it used to crash TorchRec's zero-stride lookup). Every query is counted once, and for a
+    batch-independent model the metrics equal those of one step holding every query."""
+    bundle = request.getfixturevalue(fixture)
+    port = 29680 + EVAL_CASES.index((model, fixture, eval_batch, exact, overrides))
+    args = ["eval", model, str(tmp_path), str(eval_batch), f"data.bundle={bundle}", *overrides]
+    torchrun(WORKER, args, 2, port)
+    recs = [json.loads((tmp_path / f"eval{r}.json").read_text()) for r in range(2)]
+    n = recs[0]["whole"]["queries"]
+    assert n % eval_batch == 1 and n > eval_batch
+    for rec in recs:
+        assert rec["remainder"]["queries"] == rec["whole"]["queries"] == n
+        assert rec == recs[0]  # metrics are all-reduced: every rank reports the same
+    if exact:
+        for k, v in recs[0]["whole"]["metrics"].items():
+            assert recs[0]["remainder"]["metrics"][k] == pytest.approx(v, abs=1e-9), k

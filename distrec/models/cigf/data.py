@@ -245,14 +245,14 @@ class CigfData(InteractionData):
         for step, q in enumerate(super().eval_queries(split, task)):
             if self.mode == "sampled":
                 rng = step_rng(self.seed, 10_000 + (split == "test"), step, _SAMPLE_STREAM)
-                q.batch = self._subgraph_batch(q.ids.numpy(), "user", rng)
+                q.batch = self._subgraph_batch(_query_users(q), "user", rng)
             yield q
 
     def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
         for step, q in enumerate(super().queries_for(ids, task)):
             if self.mode == "sampled":
                 rng = step_rng(self.seed, 10_002, step, _SAMPLE_STREAM)
-                q.batch = self._subgraph_batch(q.ids.numpy(), "user", rng)
+                q.batch = self._subgraph_batch(_query_users(q), "user", rng)
             yield q
 
     def item_batch(self, items: torch.Tensor) -> Batch:
@@ -288,3 +288,10 @@ class CigfData(InteractionData):
             targets.append([t])
             cands.append([t, *negs.tolist()])
         return users, targets, cands
+
+
+def _query_users(q: EvalQuery) -> np.ndarray:
+    """The users a query batch looks up [b], or its one padding user when this rank has no
+    query in the step (see :func:`distrec.data.interactions.query_batch`): the subgraph
+    propagation needs at least one seed node."""
+    return q.batch.sparse["ebc"]["user"].values().numpy()

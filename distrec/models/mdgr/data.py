@@ -128,6 +128,8 @@ class MDGRData(SequenceData):
             global_rows = np.arange(step * step_size, min(n, (step + 1) * step_size))
             rows = global_rows[self.local_slice(global_rows)]
             ts, lengths = windows(in_ts, in_off[rows], in_off[rows + 1], self.opts.max_len)
+            if len(rows) == 0:  # the padding query of a rank without queries (SequenceData)
+                lengths = np.zeros(1, np.int64)
             q.batch.dense["hist_days"] = torch.from_numpy(
                 recency_days(ts, lengths, self.opts.max_len)
             )
