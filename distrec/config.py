@@ -73,6 +73,9 @@ class EvalConfig:
     # ranking; false ranks every item (evaluate, recommend and validation alike)
     exclude_train: bool = True
     auc: bool = True  # false: no AUC (a second chunked pass over the items) at catalogue scale
+    # > 0: evaluate a seeded uniform sample of at most this many of a split's queries (the same
+    # sorted users on every rank and at every world size); 0 = all
+    max_users: int = 0
 
 
 @dataclass

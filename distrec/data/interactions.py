@@ -29,7 +29,13 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
-from distrec.data.loader import Prefetcher, ProcessPrefetcher, rank_slice, step_rng
+from distrec.data.loader import (
+    Prefetcher,
+    ProcessPrefetcher,
+    eval_sample,
+    rank_slice,
+    step_rng,
+)
 from distrec.data.sampling import uniform_negatives
 from distrec.data.schema import ui_graph
 from distrec.data.stream import (
@@ -114,6 +120,7 @@ class InteractionData(TaskData):
         partitions: int = 0,
         buffer_rows: int = DEFAULT_BUFFER_ROWS,
         pos_behaviors: list[str] | None = None,
+        eval_max_users: int = 0,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
         m = self.bundle.manifest
@@ -122,6 +129,7 @@ class InteractionData(TaskData):
         self.eval_batch_size, self.seed, self.prefetch = eval_batch_size, seed, prefetch
         self.workers = workers
         self.candidates = candidates
+        self.eval_max_users = eval_max_users
         self.num_users, self.num_items = m.num_users, m.num_items
         self.target = m.target_behavior
         self.train_behaviors = list(behaviors) if behaviors else [self.target]
@@ -161,6 +169,7 @@ class InteractionData(TaskData):
             candidates=cfg.eval.protocol == "sampled",
             partitions=cfg.data.partitions,
             buffer_rows=cfg.data.shuffle_buffer,
+            eval_max_users=cfg.eval.max_users,
             **kw,
         )
 
@@ -325,8 +334,22 @@ class InteractionData(TaskData):
         users = np.flatnonzero(h.degrees() > 0)
         return users, [r.tolist() for r in h.rows(users)], None
 
+    def _eval_queries_of(
+        self, split: str
+    ) -> tuple[np.ndarray, list[list[int]], list[list[int]] | None]:
+        """``_eval_table`` restricted to the ``eval.max_users`` sample (same on every rank)."""
+        users, targets, cands = self._eval_table(split)
+        keep = eval_sample(users.shape[0], self.eval_max_users, self.seed, split)
+        if keep is None:
+            return users, targets, cands
+        return (
+            users[keep],
+            [targets[i] for i in keep],
+            None if cands is None else [cands[i] for i in keep],
+        )
+
     def num_eval_steps(self, split: str) -> int:
-        users, _, _ = self._eval_table(split)
+        users, _, _ = self._eval_queries_of(split)
         return math.ceil(users.shape[0] / self.eval_batch_size)
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
@@ -335,7 +358,7 @@ class InteractionData(TaskData):
         every rank; a rank with nothing left gets an empty query (ids = [])."""
         if task != "user":
             raise ValueError(f"InteractionData evaluates task 'user' only, not {task!r}")
-        users, targets, cands = self._eval_table(split)
+        users, targets, cands = self._eval_queries_of(split)
         masks = [self.target_train] + ([self.heldout("valid")] if split == "test" else [])
         gb = self.eval_batch_size
         for start in range(0, users.shape[0], gb):

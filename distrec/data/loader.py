@@ -47,6 +47,17 @@ def rank_slice(global_batch: int, rank: int, world: int) -> slice:
     return slice(lo, hi)
 
 
+def eval_sample(num_queries: int, max_users: int, seed: int, split: str) -> np.ndarray | None:
+    """Sorted positions [min(n, max_users)] of a seeded uniform sample of a split's ``n`` eval
+    queries (``eval.max_users``), or None for all of them (max_users <= 0 or >= n). Seeded by
+    (seed, split) only: the same sample on every rank and at every world size."""
+    if max_users <= 0 or max_users >= num_queries:
+        return None
+    salt = sum(split.encode())  # a stable per-split stream (hash() is salted per process)
+    rng = np.random.default_rng([seed, 0xE5A, salt])
+    return np.sort(rng.choice(num_queries, size=max_users, replace=False)).astype(np.int64)
+
+
 def global_batches(
     num_rows: int, global_batch: int, seed: int, epoch: int, *, drop_last: bool = False
 ) -> list[np.ndarray]:

@@ -41,7 +41,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle, check_ids, list_column
 from distrec.data.csr import Csr
-from distrec.data.loader import global_batches, num_steps, rank_slice, step_rng
+from distrec.data.loader import eval_sample, global_batches, num_steps, rank_slice, step_rng
 from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
 from distrec.models.api import Batch, EvalQuery, TaskData
 
@@ -64,6 +64,7 @@ class SequenceDataOptions:
     seed: int = 0
     protocol: str = "user_holdout"
     exclude_history: bool = False  # ComiRec protocol ranks every item, history included
+    eval_max_users: int = 0  # > 0: a seeded sample of at most this many eval rows (eval.max_users)
 
 
 def _effective_batch(num_rows: int, global_batch: int) -> int:
@@ -247,9 +248,20 @@ class SequenceData(TaskData):
             self._eval_cache[split] = (users, in_off, in_val, t_off, t_val)
         return self._eval_cache[split]
 
+    def eval_positions(self, split: str) -> np.ndarray:
+        """Row positions [n] of ``split``'s eval table that are evaluated: all of them, or the
+        ``eval_max_users`` sample (sorted, the same on every rank and world size)."""
+        n = len(self._eval_rows(split)[0])
+        keep = eval_sample(n, self.opts.eval_max_users, self.opts.seed, split)
+        return np.arange(n, dtype=np.int64) if keep is None else keep
+
+    def eval_step_rows(self, split: str, step: int) -> np.ndarray:
+        """Eval-table row positions of global evaluation step ``step`` (all ranks' queries)."""
+        eb = self.opts.eval_batch_size
+        return self.eval_positions(split)[step * eb : (step + 1) * eb]
+
     def num_eval_steps(self, split: str) -> int:
-        users = self._eval_rows(split)[0]
-        return math.ceil(len(users) / self.opts.eval_batch_size)
+        return math.ceil(len(self.eval_positions(split)) / self.opts.eval_batch_size)
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
         """This rank's slice of each global evaluation batch; every rank yields the same count.
@@ -257,11 +269,9 @@ class SequenceData(TaskData):
         if task != "user":
             raise ValueError(f"sequence data has only the 'user' task, not {task!r}")
         users, in_off, in_val, t_off, t_val = self._eval_rows(split)
-        o, n = self.opts, len(users)
+        o = self.opts
         for step in range(self.num_eval_steps(split)):
-            global_rows = np.arange(
-                step * o.eval_batch_size, min(n, (step + 1) * o.eval_batch_size)
-            )
+            global_rows = self.eval_step_rows(split, step)
             rng = step_rng(o.seed, _EVAL_SALT.get(split, 3), step, 0xE7A1)
             noise = (
                 rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32)
@@ -319,6 +329,7 @@ def build_sequence_data(
         eval_batch_size=cfg.data.eval_batch_size,
         seed=cfg.run.seed,
         protocol=protocol,
+        eval_max_users=cfg.eval.max_users,
         **extra,
     )
     return SequenceData(bundle_dir, opts, rank, world_size)

@@ -123,9 +123,8 @@ class MDGRData(SequenceData):
         where = self.bundle.table_dir(name) / f"split={split}"
         in_off, in_ts = list_column(table, "input_ts", where)
         c_off, c_val = list_column(table, "candidates", where)
-        n, step_size = table.num_rows, self.opts.eval_batch_size
         for step, q in enumerate(super().eval_queries(split, task)):
-            global_rows = np.arange(step * step_size, min(n, (step + 1) * step_size))
+            global_rows = self.eval_step_rows(split, step)
             rows = global_rows[self.local_slice(global_rows)]
             ts, lengths = windows(in_ts, in_off[rows], in_off[rows + 1], self.opts.max_len)
             if len(rows) == 0:  # the padding query of a rank without queries (SequenceData)
@@ -157,5 +156,6 @@ def build_mdgr_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> MD
         eval_batch_size=cfg.data.eval_batch_size,
         seed=cfg.run.seed,
         protocol=protocol,
+        eval_max_users=cfg.eval.max_users,
     )
     return MDGRData(bundle_dir, opts, rank, world_size)

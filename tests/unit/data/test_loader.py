@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,55 @@ def test_process_prefetcher_order_errors_and_close() -> None:
     assert int(next(pf)[0]) == 0
     pf.close()
     assert not pf._proc.is_alive()
+
+
+def test_eval_sample_is_seeded_sorted_and_sized() -> None:
+    from distrec.data.loader import eval_sample
+
+    a = eval_sample(1000, 50, 3, "valid")
+    assert a is not None and len(a) == 50 and len(set(a.tolist())) == 50
+    assert (np.diff(a) > 0).all() and a.min() >= 0 and a.max() < 1000
+    assert np.array_equal(a, eval_sample(1000, 50, 3, "valid"))  # reproducible
+    b = eval_sample(1000, 50, 3, "test")
+    assert b is not None and not np.array_equal(a, b)  # per split
+    assert eval_sample(1000, 0, 3, "valid") is None and eval_sample(40, 50, 3, "valid") is None
+
+
+def test_eval_max_users_is_the_same_sample_at_every_world_size(tmp_path: Path) -> None:
+    from distrec.data.interactions import InteractionData
+    from tests.helpers.bundles import write_tiny_bundle
+
+    b = write_tiny_bundle(tmp_path / "b", users=200, items=60, per_user=8, cooc=False)
+    full = InteractionData(str(b), 0, 1, prefetch=0, eval_batch_size=16)
+    all_users = np.concatenate([q.ids.numpy() for q in full.eval_queries("valid")])
+
+    def users(world: int) -> list[int]:
+        ranks = [
+            InteractionData(str(b), r, world, prefetch=0, eval_batch_size=16, eval_max_users=37)
+            for r in range(world)
+        ]
+        steps = [list(d.eval_queries("valid")) for d in ranks]
+        assert len({len(s) for s in steps}) == 1  # same step count on every rank
+        return sorted(int(u) for s in steps for q in s for u in q.ids.tolist())
+
+    one, two = users(1), users(2)
+    assert one == two and len(one) == 37 and len(set(one)) == 37
+    assert set(one) <= set(all_users.tolist())
+
+
+def test_sequence_eval_max_users_is_the_same_sample_at_every_world_size(tmp_path: Path) -> None:
+    from distrec.models.common.sequence_data import SequenceData, SequenceDataOptions
+    from tests.unit.models.dismir.seq_bundle import write_seq_bundle
+
+    b = str(write_seq_bundle(tmp_path / "b", users=200))  # 20 valid users
+
+    def users(world: int, max_users: int) -> list[int]:
+        opts = SequenceDataOptions(eval_batch_size=4, eval_max_users=max_users)
+        ranks = [SequenceData(b, opts, r, world) for r in range(world)]
+        steps = [list(d.eval_queries("valid")) for d in ranks]
+        assert len({len(s) for s in steps}) == 1
+        return sorted(int(u) for s in steps for q in s for u in q.ids.tolist())
+
+    every = users(1, 0)
+    one, two = users(1, 7), users(2, 7)
+    assert len(every) == 20 and one == two and len(set(one)) == 7 and set(one) <= set(every)
