@@ -2,7 +2,7 @@
 
 Writes a synthetic ``user_holdout``-style bundle with pyarrow (sequences + ``graphs/item_cooc``
 from adjacent items), then for each world size spawns the ranks, shards the item
-EmbeddingCollection row-wise with the engine's ``shard_model`` (fused Adagrad) and times
+item table row-wise with the engine's ``shard_model`` (fused Adagrad) and times
 training steps of the real model and data adapter (batch building included, no prefetch).
 
     OMP_NUM_THREADS=1 python bench/dismir_throughput.py --items 1000000 --worlds 1 2 \

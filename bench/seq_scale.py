@@ -5,7 +5,7 @@ an older source tree back to back (old, new, old, new ...) in one script.
 DisMIR runs on a synthetic ``user_holdout``-style bundle with ``--items`` items
 (``bench/dismir_throughput.py``'s writer: 20,000 users x 30 Zipf-distributed items, S_ij from
 adjacent pairs); MDGR on a real bundle (``--bundle``, e.g. data/bundles/ml100k). Every rank
-trains the real model and data adapter under a row-wise sharded EmbeddingCollection with the
+trains the real model and data adapter under a row-wise sharded item table with the
 fused sparse optimizer (``shard_model``), dense parameters with Adam; one step = batch build +
 forward + backward + optimizer step, ended by a barrier (the slowest rank's time).
 

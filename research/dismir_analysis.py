@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from distrec.data.csr import Csr
+from distrec.models.common.lookup import unique_lookup
 from distrec.models.common.sequence_data import SequenceData
 from distrec.models.dismir.model import DisMIR
 
@@ -47,7 +48,7 @@ def interest_statistics(
     model.eval()
     per_user: list[dict[str, float]] = []
     for q in data.eval_queries(split):
-        emb = model.ec(q.batch.sparse["ec"])
+        emb = unique_lookup(model.ec, q.batch.sparse["ec"])
         _, _, routing, h, mask = model.interests(emb, q.batch)
         for u in range(h.shape[0]):
             n = int(mask[u].sum())

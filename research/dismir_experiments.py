@@ -90,7 +90,7 @@ def popularity(data: SequenceData, split: str) -> dict[str, float]:
 
 def _partition(model: DisMIR, cooc: Csr) -> dict[str, float]:
     """Item-partition statistics of the model's item table [N, K] on the co-occurrence graph."""
-    w = model.ec.embeddings["item"].weight.detach().numpy()
+    w = model.item_weight().detach().numpy()
     return item_partition_stats(w, cooc)
 
 

@@ -1,7 +1,10 @@
 """DisMIR: multi-interest sequential recommendation with item partition (KDD'24).
 
-The item table is one TorchRec EmbeddingCollection table ``item`` [N, D] (D = K: an item's
-embedding *is* its vector of partition weights). Its features come from
+The item table is one TorchRec table ``item`` [N, D] (D = K: an item's embedding *is* its
+vector of partition weights), held as a one-feature SUM-pooled EmbeddingBagCollection that is
+read one distinct id per bag (:mod:`distrec.models.common.lookup`: fbgemm's pooled CPU backward
+is many times cheaper than the unpooled one; the values and gradients are the same). The batch
+features come from
 :class:`~distrec.models.common.SequenceData`: ``hist`` (kappa-window), ``pos``, ``neg`` and, with
 the partition task, ``cooc`` / ``part_neg``.
 
@@ -21,13 +24,10 @@ import math
 
 import torch
 import torch.nn.functional as F_
-from torchrec.modules.embedding_configs import EmbeddingConfig
-from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.models.api import Batch, RecModel
-from distrec.models.common.lookup import unique_lookup
-from distrec.models.common.sequence_data import FEATURES, PARTITION_FEATURES
+from distrec.models.common.lookup import item_bag_table, lookup_ids, unique_lookup
 from distrec.models.dismir.config import DisMIRConfig
 from distrec.models.dismir.layers import (
     CapsuleRouting,
@@ -38,11 +38,6 @@ from distrec.models.dismir.layers import (
     score_items,
 )
 from distrec.models.dismir.losses import backward_flow, partition_loss, routing_variance
-
-
-def feature_names(cfg: DisMIRConfig) -> tuple[str, ...]:
-    """KJT keys the model's EmbeddingCollection expects (the data adapter emits the same)."""
-    return FEATURES + (PARTITION_FEATURES if cfg.partition_weight > 0 else ())
 
 
 class DisMIR(RecModel):
@@ -73,20 +68,7 @@ class DisMIR(RecModel):
         self.cfg = cfg
         self.l2 = l2
         bound = cfg.init_std * math.sqrt(3.0)  # uniform(-a, a) has std a / sqrt(3)
-        self.ec = EmbeddingCollection(
-            tables=[
-                EmbeddingConfig(
-                    name="item",
-                    embedding_dim=cfg.dim,
-                    num_embeddings=num_items,
-                    feature_names=list(feature_names(cfg)),
-                    weight_init_min=-bound,
-                    weight_init_max=bound,
-                    init_fn=lambda w: torch.nn.init.uniform_(w, -bound, bound),
-                )
-            ],
-            device=device,
-        )
+        self.ec = item_bag_table("item", num_items, cfg.dim, bound, device)
         if cfg.backbone == "capsule":
             self.extractor: torch.nn.Module = CapsuleRouting(
                 cfg.num_interests, cfg.routing_iters, cfg.routing_noise_std, cfg.routing_grad
@@ -98,11 +80,9 @@ class DisMIR(RecModel):
 
     # ------------------------------------------------------------------ parts
     def interests(self, emb: dict, batch: Batch) -> tuple[torch.Tensor, ...]:
-        """``emb``: {key: values [nnz, D]} (:func:`unique_lookup`) or the EmbeddingCollection's
-        output -> (weighted interests q [B, F, D], raw interests m [B, F, D], routing [B, L, F],
+        """``emb``: {key: values [nnz, D]} (:func:`unique_lookup`) -> (weighted interests q [B, F, D], raw interests m [B, F, D], routing [B, L, F],
         history h [B, L, D], mask [B, L])."""
-        hist = emb["hist"]
-        values = hist if isinstance(hist, torch.Tensor) else hist.values()
+        values = emb["hist"]
         lengths = batch.sparse["ec"]["hist"].lengths()
         h, mask = pad_jagged(values, lengths, self.cfg.max_len)
         m, routing = self.extractor(h, mask, batch.dense.get("noise"))
@@ -179,7 +159,11 @@ class DisMIR(RecModel):
 
     def item_reps(self, batch: Batch) -> torch.Tensor:
         """[N, D] embeddings of the ``pos`` ids of an item batch."""
-        return self.ec(batch.sparse["ec"])["pos"].values()
+        return lookup_ids(self.ec, batch.sparse["ec"]["pos"].values())
+
+    def item_weight(self) -> torch.Tensor:
+        """The unsharded item table [N, D] (single-device analysis: Table 4 statistics)."""
+        return self.ec.embedding_bags["item"].weight
 
     @torch.no_grad()
     def local_item_rows(self, lo: int, hi: int) -> torch.Tensor | None:
@@ -187,7 +171,7 @@ class DisMIR(RecModel):
         process holds exactly those rows (unsharded, or the row-wise shard of this rank: TorchRec
         gives rank r the rows from r * ceil(N / W)); a view, no copy. None otherwise (the
         evaluator then looks the items up)."""
-        weight = self.ec.state_dict().get("embeddings.item.weight")
+        weight = self.ec.state_dict().get("embedding_bags.item.weight")
         if weight is None:
             return None
         if not hasattr(weight, "local_shards"):

@@ -1,4 +1,4 @@
-"""The DisMIR item table (an EmbeddingCollection) trains under row-wise sharding at 2 gloo ranks
+"""The DisMIR item table (a one-id-per-bag EmbeddingBagCollection) trains under row-wise sharding at 2 gloo ranks
 exactly as at 1 rank: same per-step global losses and the same table afterwards.
 
 Real processes (torch.multiprocessing spawn), the engine's shard_model (DMP, explicit row-wise
@@ -57,7 +57,7 @@ def _worker(rank: int, world: int, port: int, bundle: str, out: str) -> None:
         full = torch.empty(manifest.num_items, 8).uniform_(
             -0.3, 0.3, generator=torch.Generator().manual_seed(1)
         )
-        key = next(k for k in dmp.state_dict() if k.endswith("embeddings.item.weight"))
+        key = next(k for k in dmp.state_dict() if k.endswith("embedding_bags.item.weight"))
         for shard in dmp.state_dict()[key].local_shards():
             r0 = shard.metadata.shard_offsets[0]
             shard.tensor.copy_(full[r0 : r0 + shard.tensor.shape[0]])

@@ -87,7 +87,7 @@ def test_variant_trains_and_reports_its_losses(bundle: Path, variant: str) -> No
     if model.cfg.regularizer != "none":
         assert model.cfg.regularizer in losses
     loss.backward()
-    assert model.ec.embeddings["item"].weight.grad.abs().sum() > 0
+    assert model.item_weight().grad.abs().sum() > 0
     opt.step()
 
 
@@ -98,10 +98,11 @@ def test_eval_scores_equal_training_scores(bundle: Path) -> None:
     for variant in ("dismir", "comirec_sa"):
         model, data = _setup(bundle, VARIANTS[variant])
         batch = next(iter(data.train_batches(0)))
-        emb = model.ec(batch.sparse["ec"])
+        kjt = batch.sparse["ec"]
+        emb = {k: model.item_weight()[kjt[k].values()] for k in kjt.keys()}  # plain indexing
         q = model.interests(emb, batch)[0]
-        s_train = score_items(q, emb["pos"].values().unsqueeze(1), model.cfg.readout).squeeze(1)
-        pos = batch.sparse["ec"]["pos"].values()
+        s_train = score_items(q, emb["pos"].unsqueeze(1), model.cfg.readout).squeeze(1)
+        pos = kjt["pos"].values()
         items = model.item_reps(data.item_batch(torch.arange(data.num_items)))
         s_eval = model.score(model.query(batch), items)
         torch.testing.assert_close(s_eval.gather(1, pos.unsqueeze(1)).squeeze(1), s_train)
@@ -144,21 +145,20 @@ def test_table4_statistics_are_in_range(bundle: Path) -> None:
 
 
 def test_unique_lookup_equals_per_feature_lookup(bundle: Path) -> None:
-    """The deduplicated lookup gives every feature the same rows and the table the same
-    gradient as looking each feature up separately (repeats summed into their row)."""
+    """The deduplicated one-id-per-bag lookup gives every feature the rows and the table the
+    gradient of indexing the table per feature (repeats summed into their row)."""
     from distrec.models.common.lookup import unique_lookup
 
     model, data = _setup(bundle, [])
     kjt = next(iter(data.train_batches(0))).sparse["ec"]
     assert len(torch.unique(kjt.values())) < kjt.values().numel()  # the batch has repeats
-    direct = model.ec(kjt)
+    weight = model.item_weight()
     dedup = unique_lookup(model.ec, kjt)
     for key in kjt.keys():
-        torch.testing.assert_close(dedup[key], direct[key].values())
-    weight = next(model.ec.parameters())
+        torch.testing.assert_close(dedup[key], weight[kjt[key].values()])
     grads = []
     for emb in (
-        {k: direct[k].values() for k in kjt.keys()},
+        {k: weight[kjt[k].values()] for k in kjt.keys()},
         unique_lookup(model.ec, kjt),
     ):
         weight.grad = None
