@@ -1,13 +1,21 @@
-"""Dynamic graph clustering of MDGR (paper 3.4), batched over whole batches of sequences.
+"""Dynamic graph clustering of MDGR (paper 3.4), batched over whole batches of sequences and
+over the C target items (eq. 11) of each sequence.
 
 Everything here works on padded tensors with a validity mask, with no Python loop over
-sequences, so it runs the same on CPU and GPU. Shapes: B sequences, L positions, D dim,
-K clusters.
+sequences, candidates or heads, so it runs the same on CPU and GPU. Shapes: B sequences,
+C target items per sequence, L positions, D dim, K clusters, H attention heads.
+
+Cost structure (why the code is shaped this way): the target t enters only eq. 11, and there
+only through a D x D matrix per (target, head) that is fixed over the m cycles (see
+:meth:`ClusterAttention.target_terms`). The first cycle's clustering, graph and cluster scores
+(eq. 7-10) do not depend on t, so they are computed once per sequence and only the attention
+update fans out to the C targets; later cycles cluster the target-specific outputs.
 """
 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -45,14 +53,15 @@ def kmeans(
     xd = x.detach()
     c = init_centroids(xd, mask, k)
     labels = torch.zeros(mask.shape, dtype=torch.long, device=x.device)
+    maskf = mask.unsqueeze(-1).float()
     for _ in range(max(steps, 1)):
         dist = torch.cdist(xd, c)  # [B, L, K]
         labels = dist.argmin(dim=2)
-        onehot = F.one_hot(labels, k).float() * mask.unsqueeze(-1)  # [B, L, K]
+        onehot = F.one_hot(labels, k).float() * maskf  # [B, L, K]
         count = onehot.sum(dim=1)  # [B, K]
         new_c = onehot.transpose(1, 2) @ xd / count.clamp(min=1).unsqueeze(-1)
         c = torch.where(count.unsqueeze(-1) > 0, new_c, c)
-    onehot = F.one_hot(labels, k).float() * mask.unsqueeze(-1)
+    onehot = F.one_hot(labels, k).float() * maskf
     count = onehot.sum(dim=1)
     centroids = onehot.transpose(1, 2) @ x / count.clamp(min=1).unsqueeze(-1)
     labels = torch.where(mask, labels, torch.full_like(labels, -1))
@@ -60,21 +69,30 @@ def kmeans(
 
 
 def weighted_cosine(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Eq. 7-8: mean over delta heads of cos(w_h * x_i, w_h * x_j). x [B, L, D], w [delta, D] -> [B, L, L]."""
-    xh = F.normalize(x.unsqueeze(1) * w[None, :, None, :], dim=-1)  # [B, delta, L, D]
-    return (xh @ xh.transpose(-1, -2)).mean(dim=1)
+    """Eq. 7-8: mean over delta heads of cos(w_h * x_i, w_h * x_j). x [B, L, D], w [delta, D] -> [B, L, L].
+
+    The norms |w_h * x_i| come from one small matmul (x^2 @ (w^2)^T) instead of a normalize of
+    the [B, delta, L, D] block, whose backward dominated the step; the heads' unit vectors lie
+    side by side ([B, L, delta * D]) so the sum over heads is one inner product."""
+    inv = ((x * x) @ (w * w).T).clamp(min=1e-24).rsqrt()  # 1 / max(|w_h x_i|, 1e-12) [B, L, delta]
+    xh = (x.unsqueeze(2) * w * inv.unsqueeze(-1)).flatten(2)  # [B, L, delta * D]
+    return (xh @ xh.transpose(1, 2)) / w.shape[0]
 
 
 def sparsify_top(sim: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     """Eq. 9, relative ranking: keep exactly the ceil(gamma * n^2) largest entries among the
-    n x n valid pairs of each sequence (ties broken by position). sim [B, L, L] -> bool [B, L, L]."""
+    n x n valid pairs of each sequence. sim [B, L, L] -> bool [B, L, L]."""
     b, length, _ = sim.shape
     pair = mask.unsqueeze(2) & mask.unsqueeze(1)
     n = mask.sum(dim=1)
     keep = torch.ceil(gamma * n.double() ** 2 - 1e-9).long().clamp(max=n**2)  # [B]
     flat = sim.masked_fill(~pair, float("-inf")).reshape(b, -1)
-    # A partial top-k instead of a full sort: only the first max(keep) ranks are needed.
     k_max = int(keep.max()) if b else 0
+    if b and int(keep.min()) == k_max:  # all sequences equally long (the usual case): no ranks
+        order = torch.topk(flat, k_max, dim=1, sorted=False).indices
+        out = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
+        return out.reshape(b, length, length) & pair
+    # A partial top-k instead of a full sort: only the first max(keep) ranks are needed.
     order = torch.topk(flat, k_max, dim=1, sorted=True).indices  # [B, k_max]
     rank = torch.full_like(flat, flat.shape[1], dtype=torch.long)
     rank.scatter_(1, order, torch.arange(k_max, device=sim.device).expand(b, -1))
@@ -95,6 +113,11 @@ class ClusterAttention(nn.Module):
     through metric learning" but its eq. 9 binarises A, which would leave the metric weights
     without any gradient; carrying L_ij into the attention keeps eq. 9's sparsity pattern and
     lets the metric learn.
+
+    The MLPs' first layers are applied blockwise (the same parameters as the concatenation,
+    rearranged): with [A1 | A2 | A3] the three D-column blocks,
+    A1 W_c x + A2 c + A3 (W_c x * c) (A2 c once per cluster, not per node) and
+    (B1 + B3 diag(t)) W_q x + B2 t, whose D x D matrix is built once per target.
     """
 
     def __init__(self, dim: int, heads: int) -> None:
@@ -105,47 +128,89 @@ class ClusterAttention(nn.Module):
         self.mlp_a = nn.ModuleList(_score_mlp(dim) for _ in range(heads))
         self.mlp_b = nn.ModuleList(_score_mlp(dim) for _ in range(heads))
 
+    def _blocks(self, mlps: nn.ModuleList) -> list[torch.Tensor]:
+        """First-layer blocks [H, D, D] x 3, first bias [H, D], output weight [H, D], bias [H]."""
+        d = self.w_c.in_features
+        first = [cast(nn.Linear, cast(nn.Sequential, m)[0]) for m in mlps]
+        second = [cast(nn.Linear, cast(nn.Sequential, m)[2]) for m in mlps]
+        w1 = torch.stack([lin.weight for lin in first])  # [H, D, 3D]
+        b1 = torch.stack([lin.bias for lin in first])
+        w2 = torch.stack([lin.weight.reshape(d) for lin in second])
+        b2 = torch.stack([lin.bias.reshape(()) for lin in second])
+        return [w1[..., :d], w1[..., d : 2 * d], w1[..., 2 * d :], b1, w2, b2]
+
+    def prepare(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """Everything of eq. 10-11 that is fixed over the m cycles, for targets [N, C, D]: the
+        alpha MLP's blocks, and eq. 11's pre-activation M x_j + m0 per (target, head) with
+        M [N, C, H, D, D], m0 [N, C, H, D], plus its output layer."""
+        d, h = self.w_q.in_features, self.heads
+        b1_, b2_, b3_, bias, bv, bb = self._blocks(self.mlp_b)
+        wq = self.w_q.weight.view(h, d, d)  # [H, D(out), D(in)]
+        mat = (b1_ + b3_ * target[:, :, None, None, :]) @ wq  # [N, C, H, D, D]
+        m0 = torch.einsum("hfe,nce->nchf", b2_, target) + bias
+        return [*self._blocks(self.mlp_a), mat, m0, bv, bb]
+
+    @staticmethod
+    def fan_out(prep: list[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`prepare` for N sequences x C targets -> for N * C node sets x 1 target."""
+        *shared, mat, m0, bv, bb = prep
+        return [*shared, mat.flatten(0, 1).unsqueeze(1), m0.flatten(0, 1).unsqueeze(1), bv, bb]
+
     def coefficients(
         self,
         x: torch.Tensor,
-        cluster_vec: torch.Tensor,
-        target: torch.Tensor,
+        cent: torch.Tensor,
+        labels: torch.Tensor,
+        prep: list[torch.Tensor],
         adj: torch.Tensor,
         edge: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """E [B, H, L, L] (rows sum to 1 over sources j where node i has a neighbour).
+        """E [N, C, H, L, L] for the C targets of each of N node sets (rows sum to 1 over
+        sources j where node i has a neighbour).
 
-        x [B, L, D] nodes; cluster_vec [B, L, D] the cluster vector of each node; target [B, D];
-        adj bool [B, L, L] (i attends to j where adj[i, j]).
+        x [N, L, D] nodes; cent [N, K, D] cluster vectors and labels [N, L] each node's cluster
+        (-1 on padding); prep: :meth:`prepare` of the targets [N, C, D]; adj bool [N, L, L]
+        (i attends to j where adj[i, j]); edge [N, L, L].
         """
-        b, length, d = x.shape
-        xc = self.w_c(x).view(b, length, self.heads, d)
-        xq = self.w_q(x).view(b, length, self.heads, d)
-        scores = []
-        for h in range(self.heads):
-            a = self.mlp_a[h](torch.cat([xc[:, :, h], cluster_vec, xc[:, :, h] * cluster_vec], -1))
-            t = target.unsqueeze(1).expand(-1, length, -1)
-            s = self.mlp_b[h](torch.cat([xq[:, :, h], t, xq[:, :, h] * t], -1))
-            scores.append(a + s.transpose(1, 2))  # [B, L(i), 1] + [B, 1, L(j)]
-        e = F.leaky_relu(torch.stack(scores, dim=1), 0.2)  # [B, H, L, L]
+        n, length, d = x.shape
+        h = self.heads
+        a1, a2, a3, abias, av, ab, mat, m0, bv, bb = prep
+        xc = (x @ self.w_c.weight.T).view(n, length, h, d)  # W_c x per head
+        lab = labels.clamp(min=0)
+        cvec = torch.gather(cent, 1, lab.unsqueeze(-1).expand(-1, -1, d))  # [N, L, D]
+        c_terms = torch.einsum("hfe,nke->nkhf", a2, cent)  # A2 c, once per cluster
+        pre_a = (
+            torch.einsum("hfe,nlhe->nlhf", a1, xc)
+            + torch.einsum("hfe,nlhe->nlhf", a3, xc * cvec.unsqueeze(2))
+            + torch.gather(c_terms, 1, lab[:, :, None, None].expand(-1, -1, h, d))
+            + abias
+        )
+        alpha = (torch.tanh(pre_a) * av).sum(-1) + ab  # [N, L, H]
+        pre_b = torch.einsum("nchfd,nld->nchlf", mat, x) + m0.unsqueeze(3)
+        beta = (torch.tanh(pre_b) * bv[:, None, :]).sum(-1) + bb[:, None]  # [N, C, H, L]
+        e = F.leaky_relu(
+            alpha.transpose(1, 2)[:, None, :, :, None] + beta.unsqueeze(3), 0.2
+        )  # [N, C, H, L(i), L(j)]
         if edge is not None:
-            e = e + edge.unsqueeze(1)
+            e = e + edge[:, None, None]
         # Every real node has a self loop, so only padding rows are empty; a finite fill keeps
         # their softmax defined, and the mask zeroes them.
-        e = e.masked_fill(~adj.unsqueeze(1), -1e9)
-        return torch.softmax(e, dim=-1) * adj.any(dim=-1, keepdim=True).unsqueeze(1)
+        e = e.masked_fill(~adj[:, None, None], -1e9)
+        return torch.softmax(e, dim=-1) * adj.any(dim=-1)[:, None, None, :, None]
 
     def forward(
         self,
         x: torch.Tensor,
-        cluster_vec: torch.Tensor,
-        target: torch.Tensor,
+        cent: torch.Tensor,
+        labels: torch.Tensor,
+        prep: list[torch.Tensor],
         adj: torch.Tensor,
         edge: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Eq. 13: x'_i = mean_h sum_j E^h_ij x_j. Returns [B, L, D]."""
-        att = self.coefficients(x, cluster_vec, target, adj, edge)
-        return (att @ x.unsqueeze(1)).mean(dim=1)
+        """Eq. 13: x'_i = mean_h sum_j E^h_ij x_j. Returns [N, C, L, D] (the mean over heads is
+        taken on E, before the product with x)."""
+        att = self.coefficients(x, cent, labels, prep, adj, edge).mean(dim=2)  # [N, C, L, L]
+        return att @ x.unsqueeze(1)
 
 
 def _score_mlp(dim: int) -> nn.Sequential:
@@ -155,7 +220,12 @@ def _score_mlp(dim: int) -> nn.Sequential:
 class DynamicGraphClustering(nn.Module):
     """m cycles of: cluster -> weighted-cosine graph -> top gamma n^2 sparsification restricted to
     same-cluster pairs (the interest sub-graphs) plus self loops -> cluster-aware attention update;
-    then a final clustering. Returns (x' [B, L, D], labels [B, L], centroids [B, K, D])."""
+    then a final clustering.
+
+    forward(x [B, L, D], mask [B, L], target [B, C, D]) -> (x' [B, C, L, D], labels [B, C, L],
+    centroids [B, C, K, D]): one clustering per (sequence, target) as eq. 11 defines it, with
+    the first cycle's target-free part shared by a sequence's C targets. A target [B, D] (one per
+    sequence) gives the same without the C axis."""
 
     def __init__(
         self,
@@ -175,19 +245,26 @@ class DynamicGraphClustering(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        single = target.dim() == 2
+        tg = target.unsqueeze(1) if single else target
+        b, c = tg.shape[:2]
         eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device).unsqueeze(0)
-        for _ in range(self.iterations):
+        prep = self.attn.prepare(tg) if self.iterations else []
+        for cycle in range(self.iterations):
             labels, cent = kmeans(x, mask, self.k, self.kmeans_steps)
             sim = weighted_cosine(x, self.sim_w)
             adj = sparsify_top(sim, mask, self.gamma)
             same = labels.unsqueeze(2) == labels.unsqueeze(1)
             adj = (adj & same) | (eye & mask.unsqueeze(2))
-            cvec = torch.gather(
-                cent, 1, labels.clamp(min=0).unsqueeze(-1).expand(-1, -1, x.shape[-1])
-            )
-            x = self.attn(x, cvec, target, adj, sim) * mask.unsqueeze(-1)
+            x = (self.attn(x, cent, labels, prep, adj, sim) * mask[:, None, :, None]).flatten(0, 1)
+            if cycle == 0:  # from here on x depends on the target: one node set per pair
+                mask = mask.repeat_interleave(c, dim=0)
+                prep = self.attn.fan_out(prep)
         labels, cent = kmeans(x, mask, self.k, self.kmeans_steps)
-        return x, labels, cent
+        if not self.iterations:  # nothing depended on the target: share the one clustering
+            x, labels, cent = (t.repeat_interleave(c, dim=0) for t in (x, labels, cent))
+        out = x.view(b, c, *x.shape[1:]), labels.view(b, c, -1), cent.view(b, c, *cent.shape[1:])
+        return (out[0][:, 0], out[1][:, 0], out[2][:, 0]) if single else out
 
 
 def last_in_cluster(
@@ -195,12 +272,14 @@ def last_in_cluster(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interest z_j = the representation of the most recent item of cluster j (paper 3.4.3).
 
-    x [B, L, D] with positions in chronological order, labels [B, L] (-1 on padding)
-    -> (z [B, K, D], present bool [B, K]: cluster j has at least one item).
+    x [..., L, D] with positions in chronological order, labels [..., L] (-1 on padding)
+    -> (z [..., K, D], present bool [..., K]: cluster j has at least one item).
     """
-    b, length, d = x.shape
-    pos = torch.arange(length, device=x.device).expand(b, length)
-    onehot = labels.unsqueeze(-1) == torch.arange(k, device=x.device)  # [B, L, K]
+    length, d = x.shape[-2:]
+    lead = labels.shape[:-1]
+    x, labels = x.reshape(-1, length, d), labels.reshape(-1, length)
+    pos = torch.arange(length, device=x.device).expand_as(labels)
+    onehot = labels.unsqueeze(-1) == torch.arange(k, device=x.device)  # [N, L, K]
     last = (
         torch.where(onehot, pos.unsqueeze(-1), torch.full_like(pos.unsqueeze(-1), -1))
         .max(dim=1)
@@ -208,7 +287,8 @@ def last_in_cluster(
     )
     present = last >= 0
     z = torch.gather(x, 1, last.clamp(min=0).unsqueeze(-1).expand(-1, -1, d))
-    return z * present.unsqueeze(-1), present
+    z = z * present.unsqueeze(-1)
+    return z.view(*lead, k, d), present.view(*lead, k)
 
 
 def gamma_count(n: int, gamma: float) -> int:

@@ -18,6 +18,8 @@ methods below are then [..., D + 4].
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,20 +51,36 @@ BIAS_COLS = 4  # width of the item-bias block of model.item_bias (TBE widths are
 
 
 class InterestWeights(nn.Module):
-    """Eq. 15: w_j = softplus(FFN([z_j ; 1[C_i = j] tau_i for i = 1..L])), sigmoid between layers."""
+    """Eq. 15: w_j = softplus(FFN([z_j ; 1[C_i = j] tau_i for i = 1..L])), sigmoid between layers.
+
+    The first layer is applied blockwise (same parameters as on the concatenation): its
+    [L * T] block acts on position i's tau_i through its own [hidden, T] slice, so the
+    per-position terms u_i (:meth:`position_terms`, independent of the clustering and of the
+    target) are computed once per sequence and cluster j sums the u_i of its members."""
 
     def __init__(self, dim: int, time_dim: int, max_len: int, hidden: int) -> None:
         super().__init__()
+        self.dim, self.time_dim, self.max_len = dim, time_dim, max_len
         self.ffn = nn.Sequential(
             nn.Linear(dim + time_dim * max_len, hidden), nn.Sigmoid(), nn.Linear(hidden, 1)
         )
 
-    def forward(self, z: torch.Tensor, tau: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """z [B, K, D], tau [B, L, T], labels [B, L] -> weights [B, K] (>= 0)."""
+    def _first(self) -> nn.Linear:
+        return cast(nn.Linear, self.ffn[0])
+
+    def position_terms(self, tau: torch.Tensor) -> torch.Tensor:
+        """tau [B, L, T] -> u [B, L, hidden]."""
+        w = self._first().weight[:, self.dim :].view(-1, self.max_len, self.time_dim)
+        return torch.einsum("blt,hlt->blh", tau, w)
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """z [N, K, D], u [N, L, hidden] (:meth:`position_terms`), labels [N, L] -> weights
+        [N, K] (>= 0)."""
         k = z.shape[1]
         member = (labels.unsqueeze(1) == torch.arange(k, device=z.device)[None, :, None]).float()
-        masked_tau = (member.unsqueeze(-1) * tau.unsqueeze(1)).flatten(2)  # [B, K, L*T]
-        return F.softplus(self.ffn(torch.cat([z, masked_tau], dim=-1))).squeeze(-1)
+        first = self._first()
+        pre = z @ first.weight[:, : self.dim].T + member @ u + first.bias  # [N, K, hidden]
+        return F.softplus(self.ffn[2](torch.sigmoid(pre))).squeeze(-1)
 
 
 class MDGR(RecModel):
@@ -137,27 +155,35 @@ class MDGR(RecModel):
     def _logits(
         self, phi: torch.Tensor, mask: torch.Tensor, days: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """DGC for one target per sequence. phi [B, L, D], target [B, D] (query-side vector for the
-        attention) -> (z [B, K, D], weights [B, K], present [B, K])."""
+        """DGC for C targets per sequence. phi [B, L, D], target [B, C, D] (query-side vectors for
+        the attention) -> (z [B, C, K, D], weights [B, C, K], present [B, C, K]); a target [B, D]
+        (one per sequence) gives the same without the C axis."""
+        single = target.dim() == 2
+        target = target.unsqueeze(1) if single else target
+        b, c = target.shape[:2]
         k = self.cfg.interests
         if self.cfg.dgc:
-            x, labels, _ = self.dgc(phi, mask, self.target_proj(target))
-        else:  # MDGR-DGC: one static clustering of the encoded items, no graph updates
-            x = phi
-            labels, _ = kmeans(phi, mask, k, self.cfg.kmeans_steps)
+            x, labels, _ = self.dgc(phi, mask, self.target_proj(target))  # [B, C, L, D]
+        else:  # MDGR-DGC: one static clustering of the encoded items, no graph, no target
+            x = phi.unsqueeze(1)
+            labels = kmeans(phi, mask, k, self.cfg.kmeans_steps)[0].unsqueeze(1)
         z, present = last_in_cluster(x, labels, k)
+        cz = z.shape[1]  # C, or 1 where the interests do not depend on the target
         if self.cfg.weights:
-            w = self.weights(z, self._tau(days, mask), labels)
+            u = self.weights.position_terms(self._tau(days, mask)).repeat_interleave(cz, dim=0)
+            w = self.weights(z.flatten(0, 1), u, labels.flatten(0, 1)).view(b, cz, k)
         else:  # MDGR-W: equal weights
-            w = torch.ones(z.shape[:2], device=z.device)
-        return z, w, present
+            w = torch.ones(z.shape[:3], device=z.device)
+        z, w, present = z.expand(b, c, -1, -1), w.expand(b, c, -1), present.expand(b, c, -1)
+        return (z[:, 0], w[:, 0], present[:, 0]) if single else (z, w, present)
 
     def _score_items(
         self, z: torch.Tensor, w: torch.Tensor, present: torch.Tensor, items: torch.Tensor
     ) -> torch.Tensor:
-        """Eq. 16 for item representations [B, C, D (+ bias block)] -> [B, C], or for one item
-        set [N, D (+ bias)] shared by the batch -> [B, N] (full ranking: a running max over the
-        K interests, never a [B, K, N] block)."""
+        """Eq. 16 for item representations [B, C, D (+ bias block)] -> [B, C] (interests z
+        [B, K, D] shared by the candidates, or z [B, C, K, D] one set per candidate), or for one
+        item set [N, D (+ bias)] shared by the batch -> [B, N] (full ranking: a running max over
+        the K interests, never a [B, K, N] block)."""
         d = self.cfg.dim
         if items.dim() == 2:
             a, c = self.out.weight.reshape(()), self.out.bias.reshape(())
@@ -166,10 +192,15 @@ class MDGR(RecModel):
                 s_j = w[:, j : j + 1] * (a * (z[:, j] @ items[:, :d].T) + c)
                 y = torch.maximum(y, s_j.masked_fill(~present[:, j : j + 1], float("-inf")))
             return y + items[:, d:].sum(-1) if self.cfg.item_bias else y
-        dots = torch.einsum("bkd,bcd->bkc", z, items[..., :d])
-        s = w.unsqueeze(-1) * self.out(dots.unsqueeze(-1)).squeeze(-1)
-        s = s.masked_fill(~present.unsqueeze(-1), float("-inf"))
-        y = s.max(dim=1).values
+        if z.dim() == 4:  # interests per candidate (target-aware): z [B, C, K, D]
+            dots = torch.einsum("bckd,bcd->bck", z, items[..., :d])
+            s = w * self.out(dots.unsqueeze(-1)).squeeze(-1)
+            y = s.masked_fill(~present, float("-inf")).max(dim=-1).values
+        else:
+            dots = torch.einsum("bkd,bcd->bkc", z, items[..., :d])
+            s = w.unsqueeze(-1) * self.out(dots.unsqueeze(-1)).squeeze(-1)
+            s = s.masked_fill(~present.unsqueeze(-1), float("-inf"))
+            y = s.max(dim=1).values
         return y + items[..., d:].sum(-1) if self.cfg.item_bias else y
 
     # -- training -----------------------------------------------------------------------------
@@ -212,24 +243,25 @@ class MDGR(RecModel):
     def score_candidates(
         self, query: torch.Tensor, items: torch.Tensor, task: str = "user"
     ) -> torch.Tensor:
-        """Target-aware scoring, faithful to eq. 11: one DGC pass per (sequence, candidate).
-        query [B, L, D+2], items [B, C, D] -> [B, C]; pairs are processed in chunks.
+        """Target-aware scoring, faithful to eq. 11: one clustering per (sequence, candidate),
+        the first cycle's target-free part shared by a sequence's candidates (see
+        :mod:`~distrec.models.mdgr.clustering`). query [B, L, D+2], items [B, C, D] -> [B, C];
+        sequences are processed in chunks of <= 2048 pairs.
 
         Used by training (:meth:`forward`) and, since ``target_aware_candidates`` is set, by the
         engine's sampled-candidate evaluation (``distrec.eval.ranking``); full ranking uses
         :meth:`score`."""
         phi, mask, days = self._unpack(query)
-        b, c, d = items.shape
+        b, c, _ = items.shape
+        per = max(1, 2048 // max(c, 1))  # sequences per chunk: <= 2048 (sequence, candidate) pairs
         out = []
-        flat_items = items.reshape(b * c, d)
-        rep = torch.arange(b, device=items.device).repeat_interleave(c)
-        chunk = 2048
-        for s in range(0, b * c, chunk):
-            idx = rep[s : s + chunk]
-            t = flat_items[s : s + chunk]
-            z, w, present = self._logits(phi[idx], mask[idx], days[idx], t[:, : self.cfg.dim])
-            out.append(self._score_items(z, w, present, t.unsqueeze(1)).squeeze(1))
-        return torch.cat(out).view(b, c)
+        for s in range(0, b, per):
+            t = items[s : s + per]
+            z, w, present = self._logits(
+                phi[s : s + per], mask[s : s + per], days[s : s + per], t[..., : self.cfg.dim]
+            )
+            out.append(self._score_items(z, w, present, t))
+        return torch.cat(out) if out else items.new_zeros(0, c)
 
     def score(self, query: torch.Tensor, items: torch.Tensor, task: str = "user") -> torch.Tensor:
         """Full ranking [B, N]. Running the target-aware clustering once per item of a large

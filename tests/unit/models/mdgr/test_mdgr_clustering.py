@@ -46,11 +46,13 @@ def test_attention_coefficients_sum_to_one_over_sources() -> None:
     att = ClusterAttention(x.shape[-1], heads=3)
     adj = sparsify_top(weighted_cosine(x, torch.ones(2, x.shape[-1])), mask, 0.3)
     adj = adj | (torch.eye(x.shape[1], dtype=torch.bool) & mask.unsqueeze(2))
-    e = att.coefficients(x, x.flip(1), torch.randn(x.shape[0], x.shape[-1]), adj)
-    sums = e.sum(dim=-1)  # [B, H, L]
-    rows = mask.unsqueeze(1).expand_as(sums)
+    labels, cent = kmeans(x, mask, k=3, steps=2)
+    prep = att.prepare(torch.randn(x.shape[0], 2, x.shape[-1]))  # two targets per sequence
+    e = att.coefficients(x, cent, labels, prep, adj)  # [B, C, H, L, L]
+    sums = e.sum(dim=-1)  # [B, C, H, L]
+    rows = mask[:, None, None].expand_as(sums)
     torch.testing.assert_close(sums[rows], torch.ones(int(rows.sum())))
-    assert (e[~adj.unsqueeze(1).expand_as(e)] == 0).all()
+    assert (e[~adj[:, None, None].expand_as(e)] == 0).all()
 
 
 def test_batched_kmeans_equals_per_sequence() -> None:
@@ -85,3 +87,65 @@ def test_interest_is_the_last_item_of_each_cluster() -> None:
     z, present = last_in_cluster(x, labels, k=3)
     assert present.tolist() == [[True, True, False]]
     assert z[0, 0, 0] == 2 and z[0, 1, 0] == 4 and z[0, 2, 0] == 0
+
+
+def _reference_coefficients(
+    att: ClusterAttention,
+    x: torch.Tensor,
+    cvec: torch.Tensor,
+    target: torch.Tensor,
+    adj: torch.Tensor,
+    edge: torch.Tensor,
+) -> torch.Tensor:
+    """Eq. 10-12 written out: each head's MLPs on the concatenations, one target per sequence."""
+    b, length, d = x.shape
+    xc = att.w_c(x).view(b, length, att.heads, d)
+    xq = att.w_q(x).view(b, length, att.heads, d)
+    t = target.unsqueeze(1).expand(-1, length, -1)
+    scores = []
+    for h in range(att.heads):
+        a = att.mlp_a[h](torch.cat([xc[:, :, h], cvec, xc[:, :, h] * cvec], -1))
+        s = att.mlp_b[h](torch.cat([xq[:, :, h], t, xq[:, :, h] * t], -1))
+        scores.append(a + s.transpose(1, 2))
+    e = torch.nn.functional.leaky_relu(torch.stack(scores, dim=1), 0.2) + edge.unsqueeze(1)
+    e = e.masked_fill(~adj.unsqueeze(1), -1e9)
+    return torch.softmax(e, dim=-1) * adj.any(dim=-1, keepdim=True).unsqueeze(1)
+
+
+def test_blockwise_attention_equals_the_concatenation_form_per_target() -> None:
+    """The rearranged first layers (A2 c per cluster, eq. 11's D x D matrix per target) give
+    eq. 10-12's coefficients for every one of a sequence's C targets, gradients included."""
+    torch.manual_seed(2)
+    x, mask = _batch(seed=7)
+    att = ClusterAttention(x.shape[-1], heads=2)
+    sim = weighted_cosine(x, torch.rand(2, x.shape[-1]) + 0.5)
+    adj = sparsify_top(sim, mask, 0.4) | (
+        torch.eye(x.shape[1], dtype=torch.bool) & mask.unsqueeze(2)
+    )
+    labels, cent = kmeans(x, mask, k=3, steps=3)
+    cvec = torch.gather(cent, 1, labels.clamp(min=0).unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    targets = torch.randn(x.shape[0], 3, x.shape[-1])
+    e = att.coefficients(x, cent, labels, att.prepare(targets), adj, sim)  # [B, C, H, L, L]
+    for c in range(targets.shape[1]):
+        ref = _reference_coefficients(att, x, cvec, targets[:, c], adj, sim)
+        torch.testing.assert_close(e[:, c], ref, atol=1e-6, rtol=1e-5)
+    g_new = torch.autograd.grad(e[:, 1].pow(2).sum(), att.mlp_b[0][0].weight)[0]
+    ref = _reference_coefficients(att, x, cvec, targets[:, 1], adj, sim)
+    g_ref = torch.autograd.grad(ref.pow(2).sum(), att.mlp_b[0][0].weight)[0]
+    torch.testing.assert_close(g_new, g_ref, atol=1e-6, rtol=1e-4)
+
+
+def test_dgc_over_c_targets_equals_one_target_at_a_time() -> None:
+    """Sharing the first cycle's target-free part across a sequence's targets changes nothing."""
+    torch.manual_seed(3)
+    x, mask = _batch(seed=9)
+    dgc = DynamicGraphClustering(
+        x.shape[-1], k=3, iterations=3, sim_heads=2, gamma=0.4, heads=2, kmeans_steps=3
+    )
+    targets = torch.randn(x.shape[0], 4, x.shape[-1])
+    out, labels, cent = dgc(x, mask, targets)  # [B, C, L, D], [B, C, L], [B, C, K, D]
+    for c in range(targets.shape[1]):
+        oc, lc, cc = dgc(x, mask, targets[:, c])
+        torch.testing.assert_close(out[:, c], oc, atol=1e-5, rtol=1e-5)
+        assert torch.equal(labels[:, c], lc)
+        torch.testing.assert_close(cent[:, c], cc, atol=1e-5, rtol=1e-5)

@@ -87,6 +87,13 @@ def test_scoring_shapes_and_candidate_consistency() -> None:
         per = model.score_candidates(q, cands)
     assert full.shape == (4, NUM_ITEMS) and per.shape == (4, 5)
     assert torch.isfinite(full).all() and torch.isfinite(per).all()
+    # all candidates at once == one clustering per (sequence, candidate), eq. 11 taken literally
+    phi, mask, days = model._unpack(q)
+    with torch.no_grad():
+        for c in range(5):
+            z, w, present = model._logits(phi, mask, days, cands[:, c])
+            one = model._score_items(z, w, present, cands[:, c : c + 1]).squeeze(1)
+            torch.testing.assert_close(per[:, c], one, atol=1e-5, rtol=1e-5)
 
 
 def test_gru4rec_baseline_trains() -> None:
