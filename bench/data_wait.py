@@ -1,10 +1,10 @@
 """Data-wait share of training at 2 ranks for every model (#15): the engine's own epoch line
 ("data wait X%": time the trainer blocked on the next batch / epoch time) from real torchrun runs.
 
-    python bench/data_wait.py [--steps 40] [--models mf lightgcn ...]
+    flock -x /work/coord/box.lock python bench/data_wait.py [--steps 40] [--repeats 3] --models mf
 
-Writes bench/results/data_wait_w2.json (command, date, machine, load before / after, per model:
-data wait %, samples/s/rank, steps, config). Configs are the models' shipped ones on the
+Updates bench/results/data_wait_w2.json: per model the command, date, load (os.getloadavg) before
+and after, every repeat, and the median data wait % and samples/s/rank. Configs are the models' shipped ones on the
 bundles under data/bundles (built by spark_jobs), with train.max_steps so that a run is short.
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,24 +68,46 @@ def run(model: str, args: list[str], steps: int, port: int, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=list(RUNS))
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "data_wait_w2.json"))
     a = ap.parse_args()
-    load0 = os.getloadavg()[0]
-    res = {}
+    path = Path(a.out)
+    # one invocation per model keeps each exclusive hold of the box short; results accumulate
+    out = json.loads(path.read_text()) if path.exists() else {"models": {}}
+    out.update(
+        machine=f"{platform.node()} {os.cpu_count()} cores, 2 ranks x 1 thread (gloo)",
+        protocol="run under flock -x /work/coord/box.lock, one invocation per model; "
+        "data_wait_pct = median over repeats of the engine's epoch line",
+    )
     with tempfile.TemporaryDirectory() as t:
         for k, model in enumerate(a.models):
-            res[model] = run(model, list(RUNS[model]), a.steps, 29760 + 4 * k, Path(t))
-            print(model, {k: v for k, v in res[model].items() if k != "error"}, flush=True)
-            if "error" in res[model]:
-                print(res[model]["error"][-600:], flush=True)
-    out = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {os.cpu_count()} cores, 2 ranks x 1 thread (gloo)",
-        "load_before_after": [load0, os.getloadavg()[0]],
-        "models": res,
-    }
-    path = REPO / "bench" / "results" / "data_wait_w2.json"
+            load0 = os.getloadavg()
+            reps = [
+                run(model, list(RUNS[model]), a.steps, 29760 + 8 * k + r, Path(t))
+                for r in range(a.repeats)
+            ]
+            ok = [r for r in reps if "error" not in r]
+            rec: dict = {
+                "command": " ".join([sys.executable, *sys.argv]),
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "uptime_load_before": load0,
+                "uptime_load_after": os.getloadavg(),
+                "repeats": reps,
+            }
+            if ok:
+                rec.update(
+                    data_wait_pct=statistics.median(r["data_wait_pct"] for r in ok),
+                    samples_per_s_rank=statistics.median(r["samples_per_s_rank"] for r in ok),
+                    steps=ok[0]["steps"],
+                    config=ok[0]["config"],
+                    overrides=ok[0]["overrides"],
+                )
+            out["models"][model] = rec
+            print(model, {k: v for k, v in rec.items() if k != "repeats"}, flush=True)
+            for r in reps:
+                if "error" in r:
+                    print(r["error"][-600:], flush=True)
     path.write_text(json.dumps(out, indent=2))
     print("wrote", path)
 

@@ -29,13 +29,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
-from distrec.data.loader import (
-    Prefetcher,
-    ProcessPrefetcher,
-    eval_sample,
-    rank_slice,
-    step_rng,
-)
+from distrec.data.loader import eval_sample, rank_slice, step_rng
+from distrec.data.payloads import PayloadTraining
 from distrec.data.sampling import uniform_negatives
 from distrec.data.schema import ui_graph
 from distrec.data.stream import (
@@ -93,7 +88,7 @@ def query_batch(users: np.ndarray, pad: np.ndarray) -> Batch:
     return Batch(sparse={"ebc": make_kjt(user=ids)}, size=int(users.shape[0]))
 
 
-class InteractionData(TaskData):
+class InteractionData(PayloadTraining, TaskData):
     """BPR training data and full-ranking (or fixed-candidate) evaluation for one rank.
 
     Example::
@@ -126,8 +121,7 @@ class InteractionData(TaskData):
         m = self.bundle.manifest
         self.rank, self.world_size = rank, world_size
         self.batch_size, self.num_negatives = batch_size, num_negatives
-        self.eval_batch_size, self.seed, self.prefetch = eval_batch_size, seed, prefetch
-        self.workers = workers
+        self.eval_batch_size, self.seed = eval_batch_size, seed
         self.candidates = candidates
         self.eval_max_users = eval_max_users
         self.num_users, self.num_items = m.num_users, m.num_items
@@ -144,10 +138,8 @@ class InteractionData(TaskData):
         self.stream = RankStream(self.plan, rank, world_size, batch_size, seed)
         self._target_train: Csr | None = None
         self._heldout: dict[str, Csr] = {}
-        self.wait_seconds = 0.0  # consumer wait summed over finished epochs' prefetchers
-        self._active: Prefetcher[Any] | ProcessPrefetcher[Any] | None = None
-        # epoch -> [first step, last step, batches] handed out (a resume test counts them)
-        self.built: dict[int, list[int]] = {}
+        # train_batches prefetches payloads (distrec.data.payloads); built[epoch] counts them
+        self.init_prefetch(prefetch, workers)
         self.fill_rows = 0  # wrap-around fill pairs handed out
 
     @classmethod
@@ -220,53 +212,12 @@ class InteractionData(TaskData):
         """The :class:`Batch` of this rank for global step ``step`` (see :meth:`payload`)."""
         return self.to_batch(self.payload(epoch, step))
 
-    def _payloads(self, epoch: int, start_step: int = 0) -> Iterator[tuple[int, Any]]:
-        for step in range(start_step, self.stream.num_steps()):
-            yield step, self.payload(epoch, step)
+    def warm(self, epoch: int, step: int) -> None:
+        self.stream.step_slices(epoch, step)  # the shards' windows of that step, cached
+
+    def after_epoch(self, epoch: int) -> None:
         # load the next epoch's first windows while the trainer finishes this one (and validates)
         self.stream.step_slices(epoch + 1, 0)
-
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """This rank's batches of ``epoch`` from ``start_step`` on. Resuming mid-epoch builds no
-        earlier batch: every shard's stream position is a function of (epoch, step).
-
-        With ``prefetch > 0`` the numpy payloads are made ``prefetch`` steps ahead, in a forked
-        worker process when ``workers > 0`` (no GIL contention with the trainer) else in a thread;
-        the KJTs are built here, in the consumer. The producer starts when this is called, not at
-        the first ``next``: the first batches are built while the trainer sets the epoch up.
-        """
-        if self.prefetch <= 0:
-            return self._inline(epoch, start_step)
-        if self._active is not None:  # an epoch's iterator dropped unfinished
-            self._active.close()
-            self.wait_seconds += self._active.wait_seconds
-        pf: Prefetcher[Any] | ProcessPrefetcher[Any]
-        if self.workers > 0:
-            pf = ProcessPrefetcher(lambda: self._payloads(epoch, start_step), depth=self.prefetch)
-        else:
-            pf = Prefetcher(self._payloads(epoch, start_step), depth=self.prefetch)
-        self._active = pf
-        return self._drain(pf, epoch)
-
-    def _inline(self, epoch: int, start_step: int) -> Iterator[Batch]:
-        for step, p in self._payloads(epoch, start_step):
-            self._count(epoch, step)
-            yield self.to_batch(p)
-
-    def _drain(self, pf: Prefetcher[Any] | ProcessPrefetcher[Any], epoch: int) -> Iterator[Batch]:
-        try:
-            for step, p in pf:
-                self._count(epoch, step)
-                yield self.to_batch(p)
-        finally:
-            pf.close()
-            if self._active is pf:
-                self.wait_seconds += pf.wait_seconds
-                self._active = None
-
-    def _count(self, epoch: int, step: int) -> None:
-        c = self.built.setdefault(epoch, [step, step, 0])
-        c[1], c[2] = step, c[2] + 1
 
     def data_state(self, epoch: int, step: int) -> dict[str, Any]:
         """The data position before global step ``step`` of ``epoch`` (checkpoint meta): the
@@ -307,11 +258,6 @@ class InteractionData(TaskData):
             "window_reads": [list(r) for r in self.stream.reads],
             "built": {str(e): c for e, c in self.built.items()},
         }
-
-    @property
-    def data_wait_seconds(self) -> float:
-        """Total time the trainer waited for batches so far (including the running epoch)."""
-        return self.wait_seconds + (self._active.wait_seconds if self._active else 0.0)
 
     # --------------------------------------------------------------- evaluation
     def _pairs(self, split: str) -> Csr:

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from distrec.data.payloads import PayloadTraining
 from distrec.distributed.checkpoint import (
     load_checkpoint,
     read_pointer,
@@ -196,6 +197,12 @@ class Trainer:
                 type(s.model).__name__,
                 s.model.pipeline_blocker,
             )
+        if trainable and isinstance(s.data, PayloadTraining):
+            # the first payload's cold reads (window loads) happen here, before the epoch timer
+            # (the producer warms every later epoch while the previous one finishes)
+            t0 = time.perf_counter()
+            s.data.warm(self.epoch, self.step_in_epoch)
+            s.log.info("data warm-up (first windows) %.2fs", time.perf_counter() - t0)
         stop = False
         while trainable and self.epoch < cfg.train.epochs and not stop:
             stop = self._train_epoch()

@@ -17,6 +17,7 @@ from torch import nn
 
 from distrec.config import Config, dump_yaml, load_config
 from distrec.data.bundle import Bundle
+from distrec.data.payloads import PayloadTraining
 from distrec.data.schema import Manifest
 from distrec.distributed.env import DistEnv, init_distributed, setup_logging
 from distrec.distributed.exchange import make_exchange
@@ -112,6 +113,8 @@ def build_session(
     if hasattr(inner, "set_exchange"):  # graph models: rows of other ranks move through it
         inner.set_exchange(make_exchange())
     data = spec.build_data(cfg, cfg.data.bundle, env.rank, env.world_size)
+    if isinstance(data, PayloadTraining):  # every model's batches: built ahead the same way
+        data.init_prefetch(cfg.data.prefetch, cfg.data.num_workers)
     return Session(cfg, env, spec, manifest, inner, wrapped, optimizer, data, features, log)
 
 

@@ -42,6 +42,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from distrec.data.bundle import Bundle, check_ids, list_column
 from distrec.data.csr import Csr
 from distrec.data.loader import eval_sample, global_batches, num_steps, rank_slice, step_rng
+from distrec.data.payloads import PayloadTraining
 from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
 from distrec.models.api import Batch, EvalQuery, TaskData
 
@@ -65,6 +66,8 @@ class SequenceDataOptions:
     protocol: str = "user_holdout"
     exclude_history: bool = False  # ComiRec protocol ranks every item, history included
     eval_max_users: int = 0  # > 0: a seeded sample of at most this many eval rows (eval.max_users)
+    prefetch: int = 0  # payloads built ahead (data.prefetch; distrec.data.payloads)
+    workers: int = 0  # > 0: built in a worker process (data.num_workers)
 
 
 def _effective_batch(num_rows: int, global_batch: int) -> int:
@@ -125,7 +128,7 @@ def make_kjt(
     )
 
 
-class SequenceData(TaskData):
+class SequenceData(PayloadTraining, TaskData):
     """Sequence samples and ``user_holdout`` evaluation of one rank. See the module docstring."""
 
     def __init__(
@@ -157,6 +160,8 @@ class SequenceData(TaskData):
             self.cooc = self.bundle.graph(GRAPH_ITEM_COOC)
             self.cooc_cum = np.cumsum(self.cooc.weights, dtype=np.float64)
         self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
+        self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
+        self.init_prefetch(opts.prefetch, opts.workers)
         log.info(
             "sequence data: %d users, %d training samples, %d items",
             len(lens),
@@ -184,13 +189,31 @@ class SequenceData(TaskData):
         """This rank's contiguous part of a global batch (or of a global evaluation step)."""
         return rank_slice(len(global_rows), self.rank, self.world_size)
 
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        batches = self.epoch_global_batches(epoch)
-        for step in range(start_step, len(batches)):
-            yield self.train_batch(batches[step], epoch, step)
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """``epoch_global_batches(epoch)``, kept for the running epoch (one permutation)."""
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            self._epoch_cache = (epoch, self.epoch_global_batches(epoch))
+        return self._epoch_cache[1]
+
+    def payload(self, epoch: int, step: int) -> dict[str, Any]:
+        """This rank's numpy payload of global step ``step`` (see :meth:`train_payload`)."""
+        return self.train_payload(self._epoch_batches(epoch)[step], epoch, step)
+
+    def to_batch(self, payload: dict[str, Any]) -> Batch:
+        feats, dense, b = payload["feats"], payload["dense"], payload["size"]
+        return Batch(
+            sparse={"ec": make_kjt(feats, self.keys, b)},
+            dense={k: torch.from_numpy(v) for k, v in dense.items()},
+            size=b,
+        )
 
     def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
         """This rank's part of the global batch ``global_rows`` (sample indices)."""
+        return self.to_batch(self.train_payload(global_rows, epoch, step))
+
+    def train_payload(self, global_rows: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
+        """numpy ``{"feats": {key: (values, lengths)}, "dense": {name: array}, "size": b}`` of
+        this rank's part of the global batch ``global_rows``."""
         o = self.opts
         rng = step_rng(o.seed, epoch, step, 0x5E9)
         gb = len(global_rows)
@@ -218,7 +241,7 @@ class SequenceData(TaskData):
             "pos": (pos, np.ones(b, np.int64)),
             "neg": (neg[sl].reshape(-1), np.full(b, o.num_candidates, np.int64)),
         }
-        dense: dict[str, torch.Tensor] = {}
+        dense: dict[str, np.ndarray] = {}
         if self.cooc is not None:
             all_pos = self.seq_values[self.target_pos[global_rows]]
             cooc = sample_cooc(self.cooc, all_pos, rng, self.cooc_cum)[sl]
@@ -229,10 +252,10 @@ class SequenceData(TaskData):
             if b:
                 first[0] = o.cooc_negatives
             feats["part_neg"] = (part_neg if b else part_neg[:0], first)
-            dense["cooc_mask"] = torch.from_numpy(has.astype(np.float32))
+            dense["cooc_mask"] = has.astype(np.float32)
         if noise is not None:
-            dense["noise"] = torch.from_numpy(np.ascontiguousarray(noise[sl]))
-        return Batch(sparse={"ec": make_kjt(feats, self.keys, b)}, dense=dense, size=b)
+            dense["noise"] = np.ascontiguousarray(noise[sl])
+        return {"feats": feats, "dense": dense, "size": b}
 
     # -------------------------------------------------------------- evaluation
     def _eval_rows(self, split: str) -> tuple[np.ndarray, ...]:
@@ -330,6 +353,8 @@ def build_sequence_data(
         seed=cfg.run.seed,
         protocol=protocol,
         eval_max_users=cfg.eval.max_users,
+        prefetch=cfg.data.prefetch,
+        workers=cfg.data.num_workers,
         **extra,
     )
     return SequenceData(bundle_dir, opts, rank, world_size)

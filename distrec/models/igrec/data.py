@@ -16,6 +16,7 @@ trainer's thread). Index tensors are then local ids, plus the ``g.*`` blocks and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from distrec.data.collate import max_over_ranks
 from distrec.data.csr import Csr
 from distrec.data.loader import RankShard, rank_slice, step_rng
+from distrec.data.payloads import PayloadTraining
 from distrec.data.sampling import uniform_negatives
 from distrec.models.api import Batch, EvalQuery, TaskData
 from distrec.models.igrec.graphs import IGRecGraphs, read_pairs
@@ -46,7 +48,7 @@ def lookup_kjt(ids: dict[str, np.ndarray]) -> tuple[KeyedJaggedTensor, torch.Ten
     return kjt, torch.tensor(n, dtype=torch.int64)
 
 
-class IGRecData(TaskData):
+class IGRecData(PayloadTraining, TaskData):
     """Training and evaluation batches of IGRec for one rank of ``world``."""
 
     def __init__(
@@ -82,6 +84,8 @@ class IGRecData(TaskData):
         self.kjt = full_table_kjt(counts)
         self.sampler = sampler  # sampled graph mode when set
         self.with_interest_table = with_interest_table
+        self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
+        self.init_prefetch(0, 0)  # the engine sets data.prefetch / data.num_workers
         self.pos_user = Csr.from_pairs(
             graphs.ui_user, graphs.ui_item, graphs.num_users, graphs.num_items
         )
@@ -101,62 +105,56 @@ class IGRecData(TaskData):
         idx = (np.arange(self.group_batch) + step * self.group_batch) % n
         return perm[idx]
 
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """This rank's batches of ``epoch`` from ``start_step`` on (every step's randomness is a
+    def _epoch_rows(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's global batches of user-item rows, kept for the running epoch."""
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            self._epoch_cache = (epoch, self.users.global_batches(epoch))
+        return self._epoch_cache[1]
+
+    def payload(self, epoch: int, step: int) -> dict[str, Any]:
+        """This rank's numpy arrays of global step ``step`` (torch-free; every draw is a
         function of (seed, epoch, step), so a resumed epoch skips the done steps exactly)."""
         sl = rank_slice(self.global_batch, self.rank, self.world)
         g_sl = rank_slice(self.group_batch, self.rank, self.world)
-        for step, rows in enumerate(self.users.global_batches(epoch)):
-            if step < start_step:
-                continue
-            rng = step_rng(self.seed, epoch, step)
-            users, pos = self.g.ui_user[rows], self.g.ui_item[rows]
-            neg = uniform_negatives(users, self.g.num_items, self.k, self.pos_user, rng)
-            if self.group_batch:
-                g_rows = self._group_rows(epoch, step)
-                groups, gpos = self.g.gi_group[g_rows], self.g.gi_item[g_rows]
-                gneg = uniform_negatives(groups, self.g.num_items, self.k, self.pos_group, rng)
-            else:
-                groups = gpos = np.zeros(0, np.int64)
-                gneg = np.zeros((0, self.k), np.int64)
-            noise_seed = int(rng.integers(0, 2**62))
-            if self.sampler is not None:
-                yield self._sampled_batch(
-                    epoch, step, rows, noise_seed,
-                    (users[sl], pos[sl], neg[sl], groups[g_sl], gpos[g_sl], gneg[g_sl]),
-                )  # fmt: skip
-                continue
-            dense = {
-                "users": torch.from_numpy(users[sl]),
-                "pos": torch.from_numpy(pos[sl]),
-                "neg": torch.from_numpy(neg[sl]),
-                "groups": torch.from_numpy(groups[g_sl]),
-                "gpos": torch.from_numpy(gpos[g_sl]),
-                "gneg": torch.from_numpy(gneg[g_sl]),
-                "seed": torch.tensor(noise_seed, dtype=torch.int64),
-                # Per-rank loss denominators: global count / world, so that the ranks' losses
-                # (averaged by the gradient all-reduce) add up to the global batch mean even when
-                # the slices are uneven.
-                "norm": torch.tensor(
-                    [len(rows) / self.world, max(self.group_batch, 1) / self.world]
-                ),
-            }
-            yield Batch(sparse={"ebc": self.kjt}, dense=dense, size=len(users[sl]))
+        rows = self._epoch_rows(epoch)[step]
+        rng = step_rng(self.seed, epoch, step)
+        users, pos = self.g.ui_user[rows], self.g.ui_item[rows]
+        neg = uniform_negatives(users, self.g.num_items, self.k, self.pos_user, rng)
+        if self.group_batch:
+            g_rows = self._group_rows(epoch, step)
+            groups, gpos = self.g.gi_group[g_rows], self.g.gi_item[g_rows]
+            gneg = uniform_negatives(groups, self.g.num_items, self.k, self.pos_group, rng)
+        else:
+            groups = gpos = np.zeros(0, np.int64)
+            gneg = np.zeros((0, self.k), np.int64)
+        noise_seed = int(rng.integers(0, 2**62))
+        # Per-rank loss denominators: global count / world, so that the ranks' losses (averaged
+        # by the gradient all-reduce) add up to the global batch mean even when the slices are
+        # uneven.
+        norm = [len(rows) / self.world, max(self.group_batch, 1) / self.world]
+        mine = (users[sl], pos[sl], neg[sl], groups[g_sl], gpos[g_sl], gneg[g_sl])
+        out: dict[str, Any] = {"seed": noise_seed, "norm": norm, "size": len(mine[0])}
+        if self.sampler is not None:
+            rng = step_rng(self.seed, epoch, step, SAMPLE_STREAM)
+            out["sampled"] = self.sampler.sample(*mine, rng)
+        else:
+            out["dense"] = dict(zip(("users", "pos", "neg", "groups", "gpos", "gneg"), mine))
+        return out
 
-    def _sampled_batch(
-        self,
-        epoch: int,
-        step: int,
-        rows: np.ndarray,
-        noise_seed: int,
-        mine: tuple[np.ndarray, ...],
-    ) -> Batch:
-        """This rank's sampled-mode batch from its own slice ``mine`` (users, pos, neg, groups,
-        gpos, gneg; global ids). One rng for every rank: a node's draws do not depend on W."""
-        assert self.sampler is not None
-        users, pos, neg, groups, gpos, gneg = mine
-        rng = step_rng(self.seed, epoch, step, SAMPLE_STREAM)
-        p = self.sampler.sample(users, pos, neg, groups, gpos, gneg, rng)
+    def to_batch(self, payload: dict[str, Any]) -> Batch:
+        """Tensors of a payload; sampled mode pads the lookup KJT to the step's largest over the
+        ranks here (an all-reduce: in the trainer, never in a worker)."""
+        if "sampled" in payload:
+            return self._sampled_batch(payload)
+        dense = {k: torch.from_numpy(v) for k, v in payload["dense"].items()}
+        dense["seed"] = torch.tensor(payload["seed"], dtype=torch.int64)
+        dense["norm"] = torch.tensor(payload["norm"])
+        return Batch(sparse={"ebc": self.kjt}, dense=dense, size=payload["size"])
+
+    def _sampled_batch(self, payload: dict[str, Any]) -> Batch:
+        """This rank's sampled-mode batch from the sample of its own slice (global ids; one rng
+        for every rank: a node's draws do not depend on W)."""
+        p = payload["sampled"]
         ids = {"user": p["fetch.user"], "item": p["fetch.item"], "group": p["fetch.group"]}
         if self.with_interest_table:
             ids["interest"] = p["fetch.user"]
@@ -166,12 +164,10 @@ class IGRecData(TaskData):
             for k, v in p.items()
             if not k.startswith("fetch.") or k == "fetch.group"
         }
-        dense["seed"] = torch.tensor(noise_seed, dtype=torch.int64)
-        dense["norm"] = torch.tensor(
-            [len(rows) / self.world, max(self.group_batch, 1) / self.world]
-        )
+        dense["seed"] = torch.tensor(payload["seed"], dtype=torch.int64)
+        dense["norm"] = torch.tensor(payload["norm"])
         dense["lookup_n"] = lookup_n
-        return Batch(sparse={"ebc": kjt}, dense=dense, size=len(mine[0]))
+        return Batch(sparse={"ebc": kjt}, dense=dense, size=payload["size"])
 
     # ---- evaluation ----------------------------------------------------------------------
     def _positives(self, task: str, splits: tuple[str, ...]) -> Csr:

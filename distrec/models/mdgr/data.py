@@ -18,11 +18,10 @@ import torch
 
 from distrec.data.bundle import list_column
 from distrec.data.schema import BundleFormatError, Manifest
-from distrec.models.api import Batch, EvalQuery
+from distrec.models.api import EvalQuery
 from distrec.models.common.sequence_data import (
     SequenceData,
     SequenceDataOptions,
-    make_kjt,
     windows,
 )
 
@@ -89,18 +88,18 @@ class MDGRData(SequenceData):
     def num_samples(self) -> int:
         return len(self.chunk_of) if self.chunks is not None else len(self.target_pos)
 
-    def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
+    def train_payload(self, global_rows: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
         if self.chunks is not None:
-            return self._chunk_batch(global_rows)
-        batch = super().train_batch(global_rows, epoch, step)
+            return self._chunk_payload(global_rows)
+        p = super().train_payload(global_rows, epoch, step)
         rows = global_rows[self.local_slice(global_rows)]
         ts, lengths = windows(
             self.seq_ts, self.sample_start[rows], self.target_pos[rows], self.opts.max_len
         )
-        batch.dense["hist_days"] = torch.from_numpy(recency_days(ts, lengths, self.opts.max_len))
-        return batch
+        p["dense"]["hist_days"] = recency_days(ts, lengths, self.opts.max_len)
+        return p
 
-    def _chunk_batch(self, global_rows: np.ndarray) -> Batch:
+    def _chunk_payload(self, global_rows: np.ndarray) -> dict[str, Any]:
         assert self.chunks is not None
         rows = global_rows[self.local_slice(global_rows)]
         c, j = self.chunk_of[rows], self.chunk_pos[rows]
@@ -114,8 +113,8 @@ class MDGRData(SequenceData):
             "pos": (t_val[t_off[c] + j], np.ones(b, np.int64)),
             "neg": (c_val[c_off[c] + j], np.ones(b, np.int64)),
         }
-        dense = {"hist_days": torch.from_numpy(recency_days(ts, lengths, self.opts.max_len))}
-        return Batch(sparse={"ec": make_kjt(feats, self.keys, b)}, dense=dense, size=b)
+        dense = {"hist_days": recency_days(ts, lengths, self.opts.max_len)}
+        return {"feats": feats, "dense": dense, "size": b}
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
         name = f"eval/{self.opts.protocol}"
@@ -157,5 +156,7 @@ def build_mdgr_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> MD
         seed=cfg.run.seed,
         protocol=protocol,
         eval_max_users=cfg.eval.max_users,
+        prefetch=cfg.data.prefetch,
+        workers=cfg.data.num_workers,
     )
     return MDGRData(bundle_dir, opts, rank, world_size)
