@@ -79,9 +79,11 @@ class Mesi(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         g = self.gates(x, y, task)  # [..., K]
-        experts = x * y  # [K, ..., D]
-        mixed = torch.einsum("...j,j...d->...d", g, experts)
-        return _tower(mixed, self.tower)
+        # the tower is linear, so tower(sum_j g_j f_j) = sum_j g_j tower(f_j): K scores per
+        # row, then the gate mix (why: the former einsum over [..., K] x [K, ..., D] ran as one
+        # tiny bmm per row, 2.3 % of a 10^6-user full-mode step's CPU at batch 131072)
+        dots = _tower(x * y, self.tower)  # [K, ...]
+        return (g * dots.movedim(0, -1)).sum(-1)
 
     def matrix(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
         lu, li = self.gate_logits(x, y, task)
