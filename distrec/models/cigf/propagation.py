@@ -52,12 +52,12 @@ def cigcn(
     ``[K, L - 1, n, K]`` or None for behavior-specific propagation ``B_k^l = (A^k)^l`` (the
     "w/o CIGCN" ablation). Under partitioned products ``n`` is this rank's own nodes.
 
-    Node-major layout throughout (why: measured 1.7x faster forward + backward than the former
-    ``[K, n, D]`` stack + einsum, whose permuted copies and n x K tiny bmm's cost more than the
-    sparse products; bench/cigf_kernel.py): the running vectors of all K start behaviors of a
-    node are one row ``[K * D]``, so every ``A^j`` multiplies all of them in one product with no
-    copy, and the attention mixes the K products with broadcast multiply-adds. The residual sums
-    are folded: ``x^* = (L + 1) x + sum_l (L - l + 1) z_l`` with ``z_l = B^l x``.
+    Node-major layout throughout (why: measured 1.55x less CPU for forward + backward than the
+    former ``[K, n, D]`` stack + einsum, whose permuted copies and n x K tiny bmm's cost more than
+    the sparse products; docs/results/cigf.md, "Issue #14"): the running vectors of all K start
+    behaviors of a node are one row ``[K * D]``, so every ``A^j`` multiplies all of them in one
+    product with no copy, and the attention mixes the K products with broadcast multiply-adds.
+    The residual sums are folded: ``x^* = (L + 1) x + sum_l (L - l + 1) z_l``, ``z_l = B^l x``.
     """
     if callable(adjs):
         prod, k_beh = adjs, int(num_behaviors or 0)
