@@ -147,22 +147,35 @@ class Halo:
         owner = part.flat_owner(flat)
         return torch.searchsorted(self._keys, owner * self._total + flat.to(torch.int64))
 
-    def fetch(self, local: torch.Tensor) -> torch.Tensor:
-        """Halo rows [H, F] from every rank's ``local`` [n_local, F]; gradients flow back."""
-        return self.exchange.all_to_all(local.index_select(0, self.send_idx), self.send, self.recv)
+    def fetch(self, local: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Halo rows [H, F] from every rank's ``local`` [n_local, F]; gradients flow back.
+        A sequence of tensors [n_local, F_j] sends the rows of each, side by side [H, sum F_j]
+        (one all-to-all; no [n_local, sum F_j] concatenation of the whole tables)."""
+        if isinstance(local, torch.Tensor):
+            rows = local.index_select(0, self.send_idx)
+        else:
+            rows = torch.cat([x.index_select(0, self.send_idx) for x in local], 1)
+        return self.exchange.all_to_all(rows, self.send, self.recv)
 
 
 def gather_rows(
-    part: NodePartition, exchange: Exchange, local: torch.Tensor, flat: torch.Tensor
+    part: NodePartition,
+    exchange: Exchange,
+    local: torch.Tensor | Sequence[torch.Tensor],
+    flat: torch.Tensor,
 ) -> torch.Tensor:
     """Rows of flat ids ``flat`` [m] (any owner) from every rank's ``local`` [n_local, F]:
     [m, F]. Collective (every rank calls it, ``m`` may differ, also be 0); a per-call plan
-    (deduplicated ids, two small all-to-alls) then one all-to-all of rows, differentiable."""
+    (deduplicated ids, two small all-to-alls) then one all-to-all of rows, differentiable.
+    ``local`` may be a sequence of [n_local, F_j] (e.g. every layer): [m, sum F_j]."""
+    if not isinstance(local, torch.Tensor):
+        local = list(local)
     flat_cpu = flat.to(torch.int64).cpu()
     uniq, inverse = torch.unique(flat_cpu, return_inverse=True)
-    halo = Halo(part, uniq, exchange, local.device)
+    device = local.device if isinstance(local, torch.Tensor) else local[0].device
+    halo = Halo(part, uniq, exchange, device)
     buf = halo.fetch(local)
-    return buf[halo.buffer_index(part, uniq)[inverse].to(local.device)]
+    return buf[halo.buffer_index(part, uniq)[inverse].to(device)]
 
 
 # ---------------------------------------------------------------------------------- graph
