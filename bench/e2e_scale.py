@@ -117,8 +117,9 @@ class E2E:
         self.items = max(500, args.rows // 100)
         self.seq_users = max(500, args.rows // 100)
         self.seq_items = args.seq_items or max(1000, args.rows // 10)
-        self.mb_bundle = self.work / "bundle_mb"
-        self.seq_bundle = self.work / "bundle_seq"
+        # a prebuilt bundle (--mb-bundle / --seq-bundle) is used as it is and not rebuilt
+        self.mb_bundle = Path(args.mb_bundle) if args.mb_bundle else self.work / "bundle_mb"
+        self.seq_bundle = Path(args.seq_bundle) if args.seq_bundle else self.work / "bundle_seq"
         self.out = Path(args.out or REPO / "bench" / "results" / f"e2e_scale_{args.rows}.json")
         # stages run by separate invocations (--stages ...) accumulate in one JSON
         old = json.loads(self.out.read_text()) if self.out.exists() and not args.fresh else {}
@@ -147,6 +148,8 @@ class E2E:
             ("multibehavior", self.work / "raw_mb", self.mb_bundle, ["split=random_per_user"]),
             ("sequence", self.work / "raw_seq", self.seq_bundle, ["split=user_holdout"]),
         ):
+            if getattr(self.a, f"{'mb' if name == 'multibehavior' else 'seq'}_bundle"):
+                continue
             shutil.rmtree(out, ignore_errors=True)
             cmd = [PY, "-m", "spark_jobs.build_bundle", "--source", "synth", "--input", str(raw),
                    "--out", str(out), "--master", "local[2]", "--driver-memory",
@@ -155,7 +158,7 @@ class E2E:
             man = json.loads((out / "_manifest.json").read_text()) if res.rc == 0 else {}
             rec[name] = _record(res, bytes_on_disk=_du(out) if out.exists() else 0,
                                 counts=man.get("counts"), command=cmd)  # fmt: skip
-        mb = rec["multibehavior"]
+        mb = rec.get("multibehavior", {})
         self.stages["bundle"] = {
             "wall_s": round(sum(r["wall_s"] for r in rec.values()), 2),
             "peak_rss_mb_per_rank": [max(r["peak_rss_mb_total"] for r in rec.values())],
@@ -172,6 +175,8 @@ class E2E:
               f"metrics.port={port}", "train.epochs=1", "train.eval_every=1000"]  # fmt: skip
         if self.a.steps:
             ov.append(f"train.max_steps={self.a.steps}")
+        if self.a.eval_users:  # the final test evaluation on a sample of the test users
+            ov.append(f"eval.max_users={self.a.eval_users}")
         return ov + list(getattr(self.a, f"{model}_override") or [])
 
     def train(self, model: str, extra: list[str] | None = None, name: str = "") -> dict[str, Any]:
@@ -367,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--driver-memory", default="4g")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     p.add_argument("--work", default="")
+    p.add_argument("--mb-bundle", default="", help="use this multi-behavior bundle as it is")
+    p.add_argument("--seq-bundle", default="", help="use this sequence bundle as it is")
     p.add_argument("--out", default="")
     p.add_argument("--fresh", action="store_true", help="drop the stages of an earlier JSON")
     for m in CONFIGS:
