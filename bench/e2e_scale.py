@@ -84,9 +84,9 @@ def _train_stats(run_dir: Path, batch: int) -> dict[str, Any]:
     """Steps, global samples/s and data wait from rank 0's epoch lines (weighted by steps)."""
     log = (run_dir / "logs" / "rank0.log").read_text(errors="replace")
     steps, secs, wait = 0, 0.0, 0.0
+    per_rank = batch // 2
     for m in EPOCH_RE.finditer(log):
         n, rate = int(m.group(2)), float(m.group(4))
-        per_rank = batch // 2
         steps += n
         secs += n * per_rank / max(rate, 1e-9)
     waits = [float(w) for w in re.findall(r"data wait ([\d.]+)%", log)]
@@ -353,7 +353,6 @@ def _cfg_value(run_dir: Path, section: str, key: str) -> Any:
 
 def _raw_user_ids(bundle: Path, n: int) -> list[str]:
     """The first ``n`` raw user ids of the bundle (its ids/users map), as strings."""
-    sys.path.insert(0, str(REPO))
     from distrec.data.bundle import Bundle
 
     raw = Bundle(str(bundle)).raw_ids("users")

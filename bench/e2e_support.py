@@ -33,25 +33,19 @@ REPO = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            out.setdefault(ppid, []).append(int(d.name))
-    return out
-
-
 def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (from /proc)."""
-    kids, out, todo = _children(), [pid], [pid]
+    """``pid`` and every live process below it, from ``/proc/<pid>/task/*/children`` (Linux): a
+    walk of the tree only, not a scan of every process on the box at each poll."""
+    out, todo = [], [pid]
     while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
+        p = todo.pop()
+        try:
+            kids = [int(k) for t in Path(f"/proc/{p}/task").iterdir()
+                    for k in (t / "children").read_text().split()]  # fmt: skip
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited between the parent's listing and now
+        out.append(p)
+        todo.extend(kids)
     return out
 
 
@@ -63,15 +57,20 @@ def _rss_mb(pid: int) -> float:
 
 
 def _rank(pid: int, cache: dict[int, int]) -> int:
-    if pid not in cache:
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            vals = [e[5:] for e in env if e.startswith(b"RANK=")]
-            # torchrun's launcher has no RANK; its workers do. Forked data workers inherit it.
-            cache[pid] = int(vals[0]) if vals else -1
-        except (OSError, ValueError):
-            return -1
-    return cache[pid]
+    """``RANK`` from the process's environment, -1 without one (torchrun's launcher, the JVM).
+    Only a found rank is cached: a process seen between fork and exec has its parent's
+    environment and gets its own RANK at exec. Forked data workers inherit their rank's."""
+    if pid in cache:
+        return cache[pid]
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        vals = [e[5:] for e in env if e.startswith(b"RANK=")]
+        if vals:
+            cache[pid] = int(vals[0])
+            return cache[pid]
+    except (OSError, ValueError):
+        pass
+    return -1
 
 
 @dataclass
@@ -98,7 +97,8 @@ def run_stage(
     the whole process tree with SIGKILL), sampling RSS. Raises nothing on failure: ``rc`` says."""
     log.parent.mkdir(parents=True, exist_ok=True)
     peak: dict[int, float] = {}
-    total, ranks = 0.0, {}  # type: ignore[var-annotated]
+    ranks: dict[int, int] = {}  # pid -> rank, read once per process
+    total = 0.0
     t0 = time.perf_counter()
     with open(log, "w") as f:
         p = subprocess.Popen(
@@ -124,7 +124,8 @@ def run_stage(
             time.sleep(poll_s)
         rc = p.wait()
     wall = time.perf_counter() - t0
-    peak.pop(-1, None) if len(peak) > 1 else None  # ranks present: the launcher is not a rank
+    if len(peak) > 1:  # ranks present: the launcher is not a rank
+        peak.pop(-1, None)
     return StageResult(round(wall, 2), rc, peak, round(total, 1), str(log))
 
 

@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_support import descendants  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "lightgcn": "configs/lightgcn/synth.yaml",
@@ -46,17 +49,13 @@ CONFIGS = {
 def _proc_cpu(pid: int) -> float:
     """utime + stime of ``pid`` and its live descendants, seconds (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
+    total = 0.0
+    for p in descendants(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{p}/task").iterdir():
-                kids = (task / "children").read_text().split()
-                todo.extend(int(k) for k in kids)
         except (FileNotFoundError, ProcessLookupError):
             continue
+        total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
