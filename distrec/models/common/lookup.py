@@ -87,7 +87,9 @@ def unique_lookup(
     named += list((extra or {}).items())
     values = torch.cat([v for _, v in named]) if named else kjt.values()[:0]
     uniq, inverse = torch.unique(values, return_inverse=True)
-    rows = lookup_ids(ebc, uniq)[inverse]  # [nnz, D]
+    # index_select, not rows[inverse]: the advanced-indexing gather and its accumulate-scatter
+    # backward cost several times more on CPU
+    rows = lookup_ids(ebc, uniq).index_select(0, inverse)  # [nnz, D]
     out: dict[str, torch.Tensor] = {}
     start = 0
     for k, v in named:

@@ -54,21 +54,25 @@ class CapsuleRouting(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """h [B, L, D], mask [B, L] bool, noise [B, L, F] or None -> (v [B, F, D], b [B, L, F])."""
         bsz, length, _ = h.shape
+        # The logits are held as [B, F, L] (interest-major): the softmax over the F = 4
+        # interests then runs across contiguous history positions instead of along a last dim
+        # of 4 (about 9x faster on CPU, the largest op of a step after the matrix products),
+        # and both products are plain bmm's without a permuted copy. Same values.
         if noise is None:
-            c = h.new_zeros(bsz, length, self.num_interests)
+            c = h.new_zeros(bsz, self.num_interests, length)
         else:
-            c = self.noise_std * noise[:, :length, : self.num_interests].to(h.dtype)
-        maskf = mask.to(h.dtype).unsqueeze(-1)  # padded items route nowhere
+            c = self.noise_std * noise[:, :length, : self.num_interests].to(h.dtype).transpose(1, 2)
+        maskf = mask.to(h.dtype).unsqueeze(1)  # [B, 1, L]: padded items route nowhere
         # MIND/ComiRec stop the gradient through the routing logits; we let it flow by default
         # (routing_grad) so that routing regularisers such as MIR-RV have something to act on.
         h_route = h if self.routing_grad else h.detach()
         for _ in range(self.iters):
-            b = torch.softmax(c, dim=-1) * maskf
-            v = squash(torch.einsum("blf,bld->bfd", b, h_route))
-            c = c + torch.einsum("bld,bfd->blf", h_route, v)
-        b = torch.softmax(c, dim=-1)
-        v = squash(torch.einsum("blf,bld->bfd", b * maskf, h))
-        return v, b * maskf
+            b = torch.softmax(c, dim=1) * maskf
+            v = squash(torch.bmm(b, h_route))  # [B, F, D]
+            c = c + torch.bmm(v, h_route.transpose(1, 2))  # e_i . v_f, [B, F, L]
+        b = torch.softmax(c, dim=1) * maskf
+        v = squash(torch.bmm(b, h))
+        return v, b.transpose(1, 2)
 
 
 class SelfAttentiveExtractor(nn.Module):
@@ -107,7 +111,9 @@ def interest_weights(
     """
     bsz, f, _ = interests.shape
     if readout == "attention":
-        return torch.softmax(torch.einsum("bfd,bd->bf", interests, masked_mean(h, mask)), dim=-1)
+        # a multiply-add, not an einsum: the einsum runs as a bmm of B tiny matrices (2x slower)
+        logits = (interests * masked_mean(h, mask).unsqueeze(1)).sum(-1)
+        return torch.softmax(logits, dim=-1)
     if readout == "mean":
         return interests.new_full((bsz, f), 1.0 / f)
     if readout == "max":
@@ -123,20 +129,28 @@ def score_items(query: torch.Tensor, items: torch.Tensor, readout: str) -> torch
     """
     if items.dim() == 2:  # full ranking: never build [B, F, N] (chunked evaluation)
         return multi_interest_scores(query, items, "max" if readout == "max" else "sum")
-    per = torch.einsum("bfd,bcd->bfc", query, items)
-    return per.max(dim=1).values if readout == "max" else per.sum(dim=1)
+    if readout != "max":  # sum_f q_f . e = (sum_f q_f) . e: a multiply-add, no bmm of B tiny GEMMs
+        return (query.sum(1).unsqueeze(1) * items).sum(-1)
+    return torch.einsum("bfd,bcd->bfc", query, items).max(dim=1).values
 
 
 def pad_jagged(
     values: torch.Tensor, lengths: torch.Tensor, max_len: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-aligned padding of jagged rows: values [nnz, D], lengths [B] -> ([B, L, D], mask [B, L])."""
+    """Left-aligned padding of jagged rows: values [nnz, D], lengths [B] -> ([B, L, D], mask [B, L]).
+
+    One ``index_select`` of ``values`` with a zero row appended (padding reads that row): its
+    backward is an ``index_add`` instead of the boolean-mask scatter/gather pair, which is
+    several times slower on CPU."""
     bsz = lengths.numel()
     lengths = lengths.to(torch.long).clamp_max(max_len)
-    out = values.new_zeros(bsz, max_len, values.shape[-1])
-    mask = torch.arange(max_len, device=values.device).unsqueeze(0) < lengths.unsqueeze(1)
-    out[mask] = values[: int(lengths.sum())] if values.shape[0] else values
-    return out, mask
+    pos = torch.arange(max_len, device=values.device).unsqueeze(0)
+    mask = pos < lengths.unsqueeze(1)
+    starts = torch.cumsum(lengths, 0) - lengths  # rows of values are the valid slots in order
+    n = int(lengths.sum())
+    src = torch.where(mask, starts.unsqueeze(1) + pos, n)  # n = the appended zero row
+    padded = torch.cat([values[:n], values.new_zeros(1, values.shape[-1])])
+    return padded.index_select(0, src.view(-1)).view(bsz, max_len, -1), mask
 
 
 def hard_negative_bpr(

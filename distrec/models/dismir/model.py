@@ -23,8 +23,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F_
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.models.api import Batch, RecModel
 from distrec.models.common.lookup import item_bag_table, lookup_ids, unique_lookup
@@ -96,27 +94,19 @@ class DisMIR(RecModel):
         pos_ids = kjt["pos"].values()
         neg_ids = kjt["neg"].values().view(bsz, -1)
         valid = neg_ids != pos_ids.unsqueeze(1)
-        # Only the hardest candidate of a sample gets a gradient from the loss (a max), so
-        # without L2 the candidates are scored in a lookup without gradient and only the
-        # hardest joins the step's one gradient lookup: the fused optimiser's backward costs
-        # follow the rows that lookup touches (two lookups a step: each is a collective).
-        hardest_only = self.l2 == 0
-        if hardest_only:
-            hard = self._hardest_candidates(kjt, batch, neg_ids, valid)
-            rest = tuple(k for k in kjt.keys() if k != "neg")
-            emb = unique_lookup(self.ec, kjt, rest, {"hard": hard})
-        else:
-            emb = unique_lookup(self.ec, kjt)
+        # One lookup of every feature's distinct ids, candidates included, and one interest
+        # extraction. Only the hardest candidate gets a gradient (the loss is a max), so the
+        # others' rows get a zero gradient, which leaves them unchanged under the fused
+        # optimisers (Adagrad, row-wise Adagrad, SGD). Issue #16 had a second, no-grad lookup
+        # and extraction to pick the hardest first (fewer rows in the backward): with the pooled
+        # backward that costs more than it saves (2 ranks, 10^6 items: 13-14k vs 17-18k
+        # samples/s, docs/results/dismir.md).
+        emb = unique_lookup(self.ec, kjt)
         q, m, routing, h, mask = self.interests(emb, batch)
         e_pos = emb["pos"]  # [B, D]
+        e_neg = emb["neg"].view(bsz, -1, cfg.dim)  # [B, C, D]
         s_pos = score_items(q, e_pos.unsqueeze(1), cfg.readout).squeeze(1)
-        if hardest_only:
-            s_hard = score_items(q, emb["hard"].unsqueeze(1), cfg.readout).squeeze(1)
-            s_hard = torch.where(valid.any(dim=1), s_hard, torch.full_like(s_hard, -1e9))
-            rec = F_.softplus(s_hard - s_pos).mean()  # = hard_negative_bpr, same gradients
-        else:
-            e_neg = emb["neg"].view(bsz, -1, cfg.dim)  # [B, C, D]
-            rec = hard_negative_bpr(s_pos, score_items(q, e_neg, cfg.readout), valid)
+        rec = hard_negative_bpr(s_pos, score_items(q, e_neg, cfg.readout), valid)
         loss = rec
         losses = {"rec": rec.detach()}
         if cfg.partition_weight > 0:
@@ -138,18 +128,6 @@ class DisMIR(RecModel):
             l2 = e_pos.pow(2).sum(-1).mean() + emb["neg"].pow(2).sum(-1).mean()
             loss = loss + self.l2 * l2
         return loss, losses
-
-    @torch.no_grad()
-    def _hardest_candidates(
-        self, kjt: KeyedJaggedTensor, batch: Batch, neg_ids: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
-        """The id [B] of each sample's highest-scoring valid candidate (the one
-        ``hard_negative_bpr`` takes the max at), from the same interests the loss sees."""
-        emb = unique_lookup(self.ec, kjt, ("hist", "neg"))
-        q = self.interests(emb, batch)[0]
-        s = score_items(q, emb["neg"].view(*neg_ids.shape, -1), self.cfg.readout)
-        hard = s.masked_fill(~valid, -1e9).argmax(dim=1, keepdim=True)
-        return neg_ids.gather(1, hard).squeeze(1)
 
     # ------------------------------------------------------------- evaluation
     def query(self, batch: Batch, task: str = "user") -> torch.Tensor:
