@@ -76,7 +76,22 @@ def weighted_cosine(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     side by side ([B, L, delta * D]) so the sum over heads is one inner product."""
     inv = ((x * x) @ (w * w).T).clamp(min=1e-24).rsqrt()  # 1 / max(|w_h x_i|, 1e-12) [B, L, delta]
     xh = (x.unsqueeze(2) * w * inv.unsqueeze(-1)).flatten(2)  # [B, L, delta * D]
-    return (xh @ xh.transpose(1, 2)) / w.shape[0]
+    return cast(torch.Tensor, _Gram.apply(xh)) / w.shape[0]
+
+
+class _Gram(torch.autograd.Function):
+    """a @ a^T for a [B, L, F], with the backward (G + G^T) @ a: one [L, L] x [L, F] product
+    instead of the two autograd takes for a product of two operands (a and a^T)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a)
+        return a @ a.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (a,) = ctx.saved_tensors
+        return (grad + grad.transpose(1, 2)) @ a
 
 
 def sparsify_top(sim: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -156,6 +171,46 @@ class ClusterAttention(nn.Module):
         *shared, mat, m0, bv, bb = prep
         return [*shared, mat.flatten(0, 1).unsqueeze(1), m0.flatten(0, 1).unsqueeze(1), bv, bb]
 
+    def _softmax(
+        self,
+        x: torch.Tensor,
+        cent: torch.Tensor,
+        labels: torch.Tensor,
+        prep: list[torch.Tensor],
+        adj: torch.Tensor,
+        edge: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`coefficients` before the zeroing of empty (padding) rows."""
+        n, length, d = x.shape
+        h = self.heads
+        a1, a2, a3, abias, av, ab, mat, m0, bv, bb = prep
+        k = cent.shape[1]
+        xc = (x @ self.w_c.weight.T).view(n, length, h, d)  # W_c x per head
+        # each node's cluster as a one-hot matmul (padding, label -1, gets zeros; its row is
+        # masked downstream): cheaper than gather / scatter_add over [N, L, H, D] backwards
+        member = (labels.unsqueeze(-1) == torch.arange(k, device=x.device)).to(x.dtype)
+        cvec = member @ cent  # [N, L, D]
+        c_terms = torch.einsum("hfe,nke->nkhf", a2, cent).flatten(2)  # A2 c, once per cluster
+        # A1 (W_c x) + A3 (W_c x * c) as one product with [A1 | A3] on [W_c x || W_c x * c]
+        both = torch.cat([xc, xc * cvec.unsqueeze(2)], dim=-1)  # [N, L, H, 2D]
+        pre_a = (
+            torch.einsum("hfe,nlhe->nlhf", torch.cat([a1, a3], dim=-1), both)
+            + (member @ c_terms).view(n, length, h, d)
+            + abias
+        )
+        alpha = (torch.tanh(pre_a) * av).sum(-1) + ab  # [N, L, H]
+        pre_b = torch.einsum("nchfd,nld->nchlf", mat, x) + m0.unsqueeze(3)
+        beta = (torch.tanh(pre_b) * bv[:, None, :]).sum(-1) + bb[:, None]  # [N, C, H, L]
+        e = alpha.transpose(1, 2)[:, None, :, :, None] + beta.unsqueeze(3)  # [N, C, H, L(i), L(j)]
+        # In place: leaky_relu's backward reads its output, which nothing below overwrites.
+        e = F.leaky_relu(e, 0.2, inplace=True)
+        # Edge strengths and the sparsity mask as one additive [N, L, L] term, built once per
+        # node set and broadcast over the C x H logit blocks (one pass over them, not two).
+        # Every real node has a self loop, so only padding rows are empty; a finite fill keeps
+        # their softmax defined, and the caller zeroes them.
+        bias = torch.zeros_like(adj, dtype=e.dtype) if edge is None else edge
+        return torch.softmax(e + bias.masked_fill(~adj, -1e9)[:, None, None], dim=-1)
+
     def coefficients(
         self,
         x: torch.Tensor,
@@ -166,37 +221,14 @@ class ClusterAttention(nn.Module):
         edge: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """E [N, C, H, L, L] for the C targets of each of N node sets (rows sum to 1 over
-        sources j where node i has a neighbour).
+        sources j where node i has a neighbour, 0 where it has none).
 
         x [N, L, D] nodes; cent [N, K, D] cluster vectors and labels [N, L] each node's cluster
         (-1 on padding); prep: :meth:`prepare` of the targets [N, C, D]; adj bool [N, L, L]
         (i attends to j where adj[i, j]); edge [N, L, L].
         """
-        n, length, d = x.shape
-        h = self.heads
-        a1, a2, a3, abias, av, ab, mat, m0, bv, bb = prep
-        xc = (x @ self.w_c.weight.T).view(n, length, h, d)  # W_c x per head
-        lab = labels.clamp(min=0)
-        cvec = torch.gather(cent, 1, lab.unsqueeze(-1).expand(-1, -1, d))  # [N, L, D]
-        c_terms = torch.einsum("hfe,nke->nkhf", a2, cent)  # A2 c, once per cluster
-        pre_a = (
-            torch.einsum("hfe,nlhe->nlhf", a1, xc)
-            + torch.einsum("hfe,nlhe->nlhf", a3, xc * cvec.unsqueeze(2))
-            + torch.gather(c_terms, 1, lab[:, :, None, None].expand(-1, -1, h, d))
-            + abias
-        )
-        alpha = (torch.tanh(pre_a) * av).sum(-1) + ab  # [N, L, H]
-        pre_b = torch.einsum("nchfd,nld->nchlf", mat, x) + m0.unsqueeze(3)
-        beta = (torch.tanh(pre_b) * bv[:, None, :]).sum(-1) + bb[:, None]  # [N, C, H, L]
-        e = F.leaky_relu(
-            alpha.transpose(1, 2)[:, None, :, :, None] + beta.unsqueeze(3), 0.2
-        )  # [N, C, H, L(i), L(j)]
-        if edge is not None:
-            e = e + edge[:, None, None]
-        # Every real node has a self loop, so only padding rows are empty; a finite fill keeps
-        # their softmax defined, and the mask zeroes them.
-        e = e.masked_fill(~adj[:, None, None], -1e9)
-        return torch.softmax(e, dim=-1) * adj.any(dim=-1)[:, None, None, :, None]
+        e = self._softmax(x, cent, labels, prep, adj, edge)
+        return e * adj.any(dim=-1)[:, None, None, :, None]
 
     def forward(
         self,
@@ -208,9 +240,12 @@ class ClusterAttention(nn.Module):
         edge: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Eq. 13: x'_i = mean_h sum_j E^h_ij x_j. Returns [N, C, L, D] (the mean over heads is
-        taken on E, before the product with x)."""
-        att = self.coefficients(x, cent, labels, prep, adj, edge).mean(dim=2)  # [N, C, L, L]
-        return att @ x.unsqueeze(1)
+        taken on E, before the product with x), zero on nodes without neighbours (padding):
+        the row mask is applied to the [L, D] output, not the [H, L, L] coefficients."""
+        att = self._softmax(x, cent, labels, prep, adj, edge).mean(dim=2)  # [N, C, L, L]
+        out = att @ x.unsqueeze(1)
+        rows = adj.any(dim=-1)  # [N, L]
+        return out if bool(rows.all()) else out * rows[:, None, :, None]
 
 
 def _score_mlp(dim: int) -> nn.Sequential:
@@ -256,7 +291,8 @@ class DynamicGraphClustering(nn.Module):
             adj = sparsify_top(sim, mask, self.gamma)
             same = labels.unsqueeze(2) == labels.unsqueeze(1)
             adj = (adj & same) | (eye & mask.unsqueeze(2))
-            x = (self.attn(x, cent, labels, prep, adj, sim) * mask[:, None, :, None]).flatten(0, 1)
+            # padding nodes have no neighbour (not even a self loop): attn zeroes them
+            x = self.attn(x, cent, labels, prep, adj, sim).flatten(0, 1)
             if cycle == 0:  # from here on x depends on the target: one node set per pair
                 mask = mask.repeat_interleave(c, dim=0)
                 prep = self.attn.fan_out(prep)

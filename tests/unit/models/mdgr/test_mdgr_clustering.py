@@ -149,3 +149,52 @@ def test_dgc_over_c_targets_equals_one_target_at_a_time() -> None:
         torch.testing.assert_close(out[:, c], oc, atol=1e-5, rtol=1e-5)
         assert torch.equal(labels[:, c], lc)
         torch.testing.assert_close(cent[:, c], cc, atol=1e-5, rtol=1e-5)
+
+
+def test_weighted_cosine_and_its_gradients_equal_the_normalize_form() -> None:
+    """Eq. 7-8 as written (a normalize per head, a mean of cosines), values and gradients:
+    checks the x^2 @ (w^2)^T norms and the symmetric Gram's one-product backward."""
+    x, _ = _batch(seed=5)
+    x = x.double().requires_grad_()
+    w = (torch.rand(3, x.shape[-1], dtype=torch.float64) + 0.5).requires_grad_()
+    sim = weighted_cosine(x, w)
+    u = torch.nn.functional.normalize(x.unsqueeze(2) * w, dim=-1)  # [B, L, delta, D]
+    ref = torch.einsum("bihd,bjhd->bij", u, u) / w.shape[0]
+    torch.testing.assert_close(sim, ref)
+    g = torch.randn_like(sim)  # not symmetric: the backward must use G + G^T
+    torch.testing.assert_close(
+        torch.autograd.grad((sim * g).sum(), [x, w]), torch.autograd.grad((ref * g).sum(), [x, w])
+    )
+
+
+def test_attention_update_equals_the_concatenation_form_with_gradients() -> None:
+    """Eq. 13 from the written-out eq. 10-12 (mean over heads of E @ x, padding rows zero):
+    values and the gradients of every attention parameter and of x (the cluster one-hot
+    products, the fused [A1 | A3] layer and the additive edge/mask term included)."""
+    torch.manual_seed(4)
+    x, mask = _batch(seed=11)
+    x = x.requires_grad_()
+    att = ClusterAttention(x.shape[-1], heads=2)
+    sim = weighted_cosine(x, torch.rand(2, x.shape[-1]) + 0.5)
+    adj = sparsify_top(sim, mask, 0.4) | (
+        torch.eye(x.shape[1], dtype=torch.bool) & mask.unsqueeze(2)
+    )
+    labels, cent = kmeans(x, mask, k=3, steps=3)
+    cvec = torch.gather(cent, 1, labels.clamp(min=0).unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    targets = torch.randn(x.shape[0], 2, x.shape[-1])
+    out = att(x, cent, labels, att.prepare(targets), adj, sim)  # [B, C, L, D]
+    refs = [
+        _reference_coefficients(att, x, cvec, targets[:, c], adj, sim).mean(dim=1) @ x
+        for c in range(targets.shape[1])
+    ]
+    ref = torch.stack(refs, dim=1)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    assert (out[~mask[:, None].expand(-1, 2, -1)] == 0).all()
+    params = [x, *att.parameters()]
+    g = torch.randn_like(out)
+    for a, b in zip(
+        torch.autograd.grad((out * g).sum(), params, retain_graph=True),
+        torch.autograd.grad((ref * g).sum(), params),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
