@@ -23,6 +23,7 @@ from typing import Any
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
 META = "meta.json"
 
@@ -55,6 +56,23 @@ def _state(model: nn.Module, optimizer: Any | None) -> dict[str, Any]:
     if optimizer is not None:
         state["optim"] = optimizer.state_dict()
     return state
+
+
+def _materialize_dense_state(optimizer: Any) -> None:
+    """Create the lazy state of the dense optimizers (Adam moments, step) before a load.
+
+    Why: DCP loads *into* the tensors of the state dict it is given, and a fresh torch optimizer
+    has no state until its first step, so without this the saved Adam moments are silently
+    dropped on ``--resume`` and training continues from zero moments (not an exact resume).
+    ``init_state`` takes one step on zero gradients; the parameters it may move (weight decay)
+    are overwritten by the load that follows. The fused sparse optimizer's state is eager.
+    """
+    parts = optimizer.optimizers if isinstance(optimizer, CombinedOptimizer) else [("", optimizer)]
+    for _, opt in parts:
+        if isinstance(opt, KeyedOptimizerWrapper) and not opt.state:
+            opt.init_state()
+            for p in opt.params.values():
+                p.grad = None
 
 
 def save_checkpoint(
@@ -120,6 +138,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: Any | None) -
     Works across world sizes: DCP reads each rank's shards from the global layout.
     """
     path = Path(path)
+    if optimizer is not None:
+        _materialize_dense_state(optimizer)
     state = _state(model, optimizer)
     dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"])
