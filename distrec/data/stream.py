@@ -279,7 +279,7 @@ class RankStream:
             if all(f.exact for f in frags):
                 self._exact[v] = [f.rows for f in frags]
             else:
-                self._exact[v] = [_load_window(self.plan, [f], [0]).rows for f in frags]
+                self._exact[v] = [self._load([f], [0]).rows for f in frags]
         return self._exact[v]
 
     def _epoch(self, v: int, epoch: int) -> _ShardEpoch:
@@ -306,10 +306,15 @@ class RankStream:
         se = self._epoch(v, epoch)
         if w not in se.cache:
             se.cache.clear()  # one window per shard at a time: the shuffle buffer's bound
-            win = _load_window(self.plan, se.windows[w], [self.seed, epoch, v, w, 0x5B])
+            win = self._load(se.windows[w], [self.seed, epoch, v, w, 0x5B])
             self.reads.append((v, epoch, w, win.src_rows_read))
             se.cache[w] = win
         return se.cache[w]
+
+    def _load(self, frags: list[Fragment], perm_seed: list[int]) -> Window:
+        """Load one window's fragments, its rows permuted by ``perm_seed`` (subclasses stream
+        other tables: :class:`distrec.data.seq_stream.SeqStream`)."""
+        return _load_window(self.plan, frags, perm_seed)
 
     def shard_slice(self, v: int, epoch: int, step: int) -> ShardSlice:
         """Shard v's pairs of global step ``step`` of ``epoch`` (v must be an own shard)."""

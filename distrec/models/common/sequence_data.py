@@ -44,6 +44,8 @@ from distrec.data.csr import Csr
 from distrec.data.loader import eval_sample, global_batches, num_steps, rank_slice, step_rng
 from distrec.data.payloads import PayloadTraining
 from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
+from distrec.data.seq_stream import EvalShare, SeqPlan, SeqSlice, SeqStream
+from distrec.data.stream import DEFAULT_BUFFER_ROWS
 from distrec.models.api import Batch, EvalQuery, TaskData
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,11 @@ class SequenceDataOptions:
     eval_max_users: int = 0  # > 0: a seeded sample of at most this many eval rows (eval.max_users)
     prefetch: int = 0  # payloads built ahead (data.prefetch; distrec.data.payloads)
     workers: int = 0  # > 0: built in a worker process (data.num_workers)
+    # True (the engine's default, build_*_data): rank-partitioned streaming (distrec.data.
+    # seq_stream); False: every rank reads the whole table (the direct-construction default)
+    stream: bool = False
+    partitions: int = 0  # data.partitions (0: the manifest's)
+    shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # samples per shuffle window and shard
 
 
 def _effective_batch(num_rows: int, global_batch: int) -> int:
@@ -77,12 +84,18 @@ def _effective_batch(num_rows: int, global_batch: int) -> int:
 
 
 def sample_cooc(
-    graph: Csr, anchors: np.ndarray, rng: np.random.Generator, cum: np.ndarray | None = None
+    graph: Csr,
+    anchors: np.ndarray,
+    rng: np.random.Generator | None,
+    cum: np.ndarray | None = None,
+    uniforms: np.ndarray | None = None,
 ) -> np.ndarray:
     """One neighbour per anchor drawn with probability proportional to the edge weight
     (the multinomial M(Y_i | S_i) of Theorem 4); -1 where the anchor has no neighbour.
     ``cum``: ``np.cumsum(graph.weights, dtype=float64)``, computed once by the caller (it is
-    O(edges), i.e. it grows with the catalogue, and was the largest data cost per step)."""
+    O(edges), i.e. it grows with the catalogue, and was the largest data cost per step).
+    ``uniforms`` [len(anchors)]: the U(0, 1) draws to use instead of ``rng`` (streamed batches
+    draw them for the global batch and keep their own positions)."""
     lo, hi = graph.indptr[anchors], graph.indptr[anchors + 1]
     out = np.full(len(anchors), -1, dtype=np.int64)
     has = hi > lo
@@ -92,7 +105,8 @@ def sample_cooc(
         cum = np.cumsum(graph.weights, dtype=np.float64)
     base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
     total = cum[np.maximum(hi - 1, 0)] - base
-    target = base + rng.random(len(anchors)) * total
+    u = uniforms if uniforms is not None else rng.random(len(anchors))  # type: ignore[union-attr]
+    target = base + u * total
     pick = np.searchsorted(cum, target, side="right")
     pick = np.clip(pick, lo, np.maximum(hi - 1, lo))
     out[has] = graph.indices[pick[has]]
@@ -144,6 +158,32 @@ class SequenceData(PayloadTraining, TaskData):
         # Equal per-rank slices keep "mean over the local batch, averaged over ranks" equal to
         # the mean over the global batch.
         self.global_batch = max(world_size, opts.batch_size // world_size * world_size)
+        self.cooc: Csr | None = None
+        self.cooc_cum = np.zeros(0)
+        if opts.cooc_negatives > 0:  # item x item: a catalogue table, not training rows
+            self.cooc = self.bundle.graph(GRAPH_ITEM_COOC)
+            self.cooc_cum = np.cumsum(self.cooc.weights, dtype=np.float64)
+        self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
+        self._shares: dict[str, EvalShare] = {}
+        self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
+        self.stream: SeqStream | None = None
+        if opts.stream:
+            table, split, kind, columns = self.train_source()
+            self.plan = SeqPlan(
+                self.bundle, table, kind=kind, columns=columns, split=split,
+                partitions=opts.partitions, global_batch=opts.batch_size,
+                buffer_rows=opts.shuffle_buffer,
+            )  # fmt: skip
+            self.stream = SeqStream(
+                self.plan, rank, world_size, opts.batch_size, opts.seed, opts.max_len
+            )
+            self.global_batch = opts.batch_size
+            self.init_prefetch(opts.prefetch, opts.workers)
+            log.info(
+                "sequence data (streamed, %s): %d shards, %d training samples (footers), %d items",
+                table, self.plan.partitions, self.plan.total_rows(), self.num_items,
+            )  # fmt: skip
+            return
         where = self.bundle.table_dir("sequences")
         table = self.bundle.table("sequences", ["user", "items"])
         self.seq_offsets, self.seq_values = list_column(table, "items", where)
@@ -154,13 +194,6 @@ class SequenceData(PayloadTraining, TaskData):
         keep = np.arange(len(self.seq_values)) > row_start  # position 0 has no history
         self.target_pos = np.flatnonzero(keep)
         self.sample_start = row_start[keep]
-        self.cooc: Csr | None = None
-        self.cooc_cum = np.zeros(0)
-        if opts.cooc_negatives > 0:
-            self.cooc = self.bundle.graph(GRAPH_ITEM_COOC)
-            self.cooc_cum = np.cumsum(self.cooc.weights, dtype=np.float64)
-        self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
-        self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
         self.init_prefetch(opts.prefetch, opts.workers)
         log.info(
             "sequence data: %d users, %d training samples, %d items",
@@ -170,11 +203,19 @@ class SequenceData(PayloadTraining, TaskData):
         )
 
     # ---------------------------------------------------------------- training
+    def train_source(self) -> tuple[str, str | None, str, list[str]]:
+        """(table, split, kind, list columns) the stream reads (distrec.data.seq_stream)."""
+        return "sequences", None, "windows", ["items"]
+
     @property
     def num_samples(self) -> int:
+        if self.stream is not None:
+            return self.plan.total_rows()
         return len(self.target_pos)
 
     def num_train_steps(self, epoch: int) -> int:
+        if self.stream is not None:
+            return self.stream.num_steps()
         n = self.num_samples
         return num_steps(n, _effective_batch(n, self.global_batch), drop_last=True) if n else 0
 
@@ -197,7 +238,108 @@ class SequenceData(PayloadTraining, TaskData):
 
     def payload(self, epoch: int, step: int) -> dict[str, Any]:
         """This rank's numpy payload of global step ``step`` (see :meth:`train_payload`)."""
+        if self.stream is not None:
+            return self.stream_payload(epoch, step)[0]
         return self.train_payload(self._epoch_batches(epoch)[step], epoch, step)
+
+    def stream_payload(self, epoch: int, step: int) -> tuple[dict[str, Any], list[SeqSlice]]:
+        """The streamed payload of global step ``step`` (own shards' samples, in shard order)
+        and the slices it came from. Random draws are made for the whole global batch from the
+        (seed, epoch, step) generator and indexed at this rank's global positions, so they do
+        not depend on W."""
+        assert self.stream is not None
+        o, st = self.opts, self.stream
+        parts = st.step_slices(epoch, step)
+        gp = st.global_positions
+        gb = st.global_batch
+        rng = step_rng(o.seed, epoch, step, 0x5E9)
+        b = len(gp)
+        hist = np.concatenate([p.hist for p in parts]) if parts else np.zeros(0, np.int64)
+        hist_len = np.concatenate([p.hist_len for p in parts]) if parts else np.zeros(0, np.int64)
+        pos = np.concatenate([p.pos for p in parts]) if parts else np.zeros(0, np.int64)
+        if all(p.neg is not None for p in parts) and parts:  # chunks: the row's own negative
+            neg = np.concatenate([p.neg for p in parts if p.neg is not None])
+            neg_len = np.ones(b, np.int64)
+        else:
+            if o.negative_pool > 0:
+                pool = rng.integers(0, self.num_items, size=o.negative_pool)
+                g_neg = pool[rng.integers(0, o.negative_pool, size=(gb, o.num_candidates))]
+            else:
+                g_neg = rng.integers(0, self.num_items, size=(gb, o.num_candidates))
+            neg = g_neg[gp].reshape(-1)
+            neg_len = np.full(b, o.num_candidates, np.int64)
+        feats = {
+            "hist": (hist, hist_len),
+            "pos": (pos, np.ones(b, np.int64)),
+            "neg": (neg, neg_len),
+        }
+        dense: dict[str, np.ndarray] = {}
+        if o.noise_dim:
+            noise = rng.standard_normal((gb, o.max_len, o.noise_dim), dtype=np.float32)
+            dense["noise"] = np.ascontiguousarray(noise[gp])
+        if self.cooc is not None:
+            u = rng.random(gb)[gp]
+            cooc = sample_cooc(self.cooc, pos, None, self.cooc_cum, uniforms=u)
+            part_neg = rng.integers(0, self.num_items, size=o.cooc_negatives)
+            has = cooc >= 0
+            feats["cooc"] = (cooc[has], has.astype(np.int64))
+            first = np.zeros(b, np.int64)
+            if b:
+                first[0] = o.cooc_negatives
+            feats["part_neg"] = (part_neg if b else part_neg[:0], first)
+            dense["cooc_mask"] = has.astype(np.float32)
+        return {"feats": feats, "dense": dense, "size": b}, parts
+
+    # ------------------------------------------------- streamed data position (checkpoints)
+    def warm(self, epoch: int, step: int) -> None:
+        if self.stream is not None:
+            self.stream.step_slices(epoch, step)  # the shards' windows of that step, cached
+
+    def after_epoch(self, epoch: int) -> None:
+        if self.stream is not None:  # the next epoch's first windows while the trainer validates
+            self.stream.step_slices(epoch + 1, 0)
+
+    def _layout(self) -> dict[str, Any]:
+        return {
+            "partitions": self.plan.partitions,
+            "global_batch": self.opts.batch_size,
+            "buffer_rows": self.plan.buffer_rows,
+            "seed": self.opts.seed,
+        }
+
+    def data_state(self, epoch: int, step: int) -> dict[str, Any] | None:
+        """The data position before global step ``step`` of ``epoch`` (checkpoint meta): the
+        stream layout plus this rank's shard cursors (streamed data only)."""
+        if self.stream is None:
+            return {"epoch": epoch, "step": step}
+        return {"epoch": epoch, "step": step, **self._layout(),
+                "shards": self.stream.position(epoch, step)}  # fmt: skip
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Refuse to resume from a data position laid out differently (the stream would differ)."""
+        if self.stream is None:
+            return
+        for k, mine in self._layout().items():
+            if k in state and state[k] != mine:
+                raise SystemExit(
+                    f"resume: the checkpoint's data position has {k}={state[k]}, this run {mine}; "
+                    "resume with the same data.batch_size / data.partitions / data.shuffle_buffer / "
+                    "run.seed"
+                )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and benches: rows read per table, window loads, built batches."""
+        out: dict[str, Any] = {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "rows_read": dict(self.bundle.rows_read),
+            "built": {str(e): c for e, c in self.built.items()},
+            "steps": self.num_train_steps(0),
+        }
+        if self.stream is not None:
+            out["shards"] = self.stream.shards
+            out["window_reads"] = [list(r) for r in self.stream.reads]
+        return out
 
     def to_batch(self, payload: dict[str, Any]) -> Batch:
         feats, dense, b = payload["feats"], payload["dense"], payload["size"]
@@ -284,27 +426,72 @@ class SequenceData(PayloadTraining, TaskData):
         return self.eval_positions(split)[step * eb : (step + 1) * eb]
 
     def num_eval_steps(self, split: str) -> int:
+        if self.stream is not None:
+            return self.eval_share(split).num_steps()
         return math.ceil(len(self.eval_positions(split)) / self.opts.eval_batch_size)
+
+    eval_columns: tuple[str, ...] = ("input", "targets")
+
+    def eval_share(self, split: str) -> EvalShare:
+        """This rank's share of ``split``'s eval rows (streamed data; read once, cached)."""
+        if split not in self._shares:
+            o = self.opts
+            share = EvalShare(
+                self.bundle, f"eval/{o.protocol}", split, list(self.eval_columns), self.rank,
+                self.world_size, o.eval_batch_size, o.eval_max_users, o.seed, o.partitions,
+            )  # fmt: skip
+            for c in ("input", "targets", "candidates"):
+                if c in share.cols:
+                    off, val = share.cols[c]
+                    check_ids(val, self.num_items, share.where, c, off)
+            self._shares[split] = share
+        return self._shares[split]
+
+    def eval_step(
+        self, split: str, step: int
+    ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray, np.ndarray | None]:
+        """(columns of this rank's eval rows, users, local rows of step ``step``, noise [b, L, F]
+        or None). Streamed: the rank's share, noise drawn per block of 1,024 global rows
+        (W-independent); whole table: the rank slice of the global step, noise per global step."""
+        o = self.opts
+        salt = _EVAL_SALT.get(split, 3)
+        if self.stream is not None:
+            share = self.eval_share(split)
+            rows = share.step_rows(step)
+            noise = None
+            if o.noise_dim:
+                gpos = share.row0s[rows]
+                noise = np.zeros((len(rows), o.max_len, o.noise_dim), np.float32)
+                for blk in np.unique(gpos // 1024):
+                    m = gpos // 1024 == blk
+                    z = step_rng(o.seed, salt, int(blk), 0xE7A2).standard_normal(
+                        (1024, o.max_len, o.noise_dim), dtype=np.float32
+                    )
+                    noise[m] = z[gpos[m] % 1024]
+            return share.cols, share.users, rows, noise
+        users, in_off, in_val, t_off, t_val = self._eval_rows(split)
+        global_rows = self.eval_step_rows(split, step)
+        rng = step_rng(o.seed, salt, step, 0xE7A1)
+        g_noise = (
+            rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32)
+            if o.noise_dim
+            else None
+        )
+        sl = self.local_slice(global_rows)
+        noise = None if g_noise is None else np.ascontiguousarray(g_noise[sl])
+        cols = {"input": (in_off, in_val), "targets": (t_off, t_val)}
+        return cols, users, global_rows[sl], noise
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
         """This rank's slice of each global evaluation batch; every rank yields the same count.
         ``exclude`` is empty by default: the ComiRec protocol ranks every item."""
         if task != "user":
             raise ValueError(f"sequence data has only the 'user' task, not {task!r}")
-        users, in_off, in_val, t_off, t_val = self._eval_rows(split)
         o = self.opts
         for step in range(self.num_eval_steps(split)):
-            global_rows = self.eval_step_rows(split, step)
-            rng = step_rng(o.seed, _EVAL_SALT.get(split, 3), step, 0xE7A1)
-            noise = (
-                rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32)
-                if o.noise_dim
-                else None
-            )
-            sl = self.local_slice(global_rows)
-            rows = global_rows[sl]
+            cols, users, rows, noise_r = self.eval_step(split, step)
+            (in_off, in_val), (t_off, t_val) = cols["input"], cols["targets"]
             hist, hist_len = windows(in_val, in_off[rows], in_off[rows + 1], o.max_len)
-            noise_r = None if noise is None else np.ascontiguousarray(noise[sl])
             if len(rows) == 0:
                 # A rank without queries this step still runs the lookups (collectives): one
                 # padding query with an empty history; ids/targets stay empty so it is ignored.
@@ -355,6 +542,9 @@ def build_sequence_data(
         eval_max_users=cfg.eval.max_users,
         prefetch=cfg.data.prefetch,
         workers=cfg.data.num_workers,
+        stream=True,
+        partitions=cfg.data.partitions,
+        shuffle_buffer=cfg.data.shuffle_buffer,
         **extra,
     )
     return SequenceData(bundle_dir, opts, rank, world_size)

@@ -57,6 +57,9 @@ class MDGRData(SequenceData):
         self, bundle_dir: str, opts: SequenceDataOptions, rank: int = 0, world_size: int = 1
     ) -> None:
         super().__init__(bundle_dir, opts, rank, world_size)
+        self.chunks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        if self.stream is not None:  # timestamps and chunks come with the streamed windows
+            return
         where = self.bundle.table_dir("sequences")
         table = self.bundle.table("sequences", ["user", "items", "ts"])
         off, self.seq_ts = list_column(table, "ts", where)
@@ -65,7 +68,6 @@ class MDGRData(SequenceData):
             raise BundleFormatError(
                 f"{where}: row {row}, field 'ts': ts list does not align with the items list"
             )
-        self.chunks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         if opts.protocol == "chunks":
             self._load_train_chunks()
 
@@ -84,9 +86,28 @@ class MDGRData(SequenceData):
             "chunks protocol: %d training chunks, %d training samples", len(per), self.num_samples
         )
 
+    eval_columns = ("input", "targets", "input_ts", "candidates")
+
+    def train_source(self) -> tuple[str, str | None, str, list[str]]:
+        if self.opts.protocol == "chunks":
+            return "eval/chunks", "train", "chunks", ["input", "input_ts", "targets", "candidates"]
+        return "sequences", None, "windows", ["items", "ts"]
+
     @property
     def num_samples(self) -> int:
+        if self.stream is not None:
+            return self.plan.total_rows()
         return len(self.chunk_of) if self.chunks is not None else len(self.target_pos)
+
+    def payload(self, epoch: int, step: int) -> dict[str, Any]:
+        if self.stream is None:
+            return super().payload(epoch, step)
+        p, parts = self.stream_payload(epoch, step)
+        ts = [pt.hist_ts for pt in parts if pt.hist_ts is not None]
+        lengths = p["feats"]["hist"][1]
+        flat = np.concatenate(ts) if ts else np.zeros(0, np.int64)
+        p["dense"]["hist_days"] = recency_days(flat, lengths, self.opts.max_len)
+        return p
 
     def train_payload(self, global_rows: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
         if self.chunks is not None:
@@ -117,14 +138,18 @@ class MDGRData(SequenceData):
         return {"feats": feats, "dense": dense, "size": b}
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
-        name = f"eval/{self.opts.protocol}"
-        table = self.bundle.table(name, ["input", "input_ts", "candidates"], split=split)
-        where = self.bundle.table_dir(name) / f"split={split}"
-        in_off, in_ts = list_column(table, "input_ts", where)
-        c_off, c_val = list_column(table, "candidates", where)
+        if self.stream is None:
+            name = f"eval/{self.opts.protocol}"
+            table = self.bundle.table(name, ["input", "input_ts", "candidates"], split=split)
+            where = self.bundle.table_dir(name) / f"split={split}"
+            cols = {c: list_column(table, c, where) for c in ("input_ts", "candidates")}
         for step, q in enumerate(super().eval_queries(split, task)):
-            global_rows = self.eval_step_rows(split, step)
-            rows = global_rows[self.local_slice(global_rows)]
+            if self.stream is not None:
+                cols, _, rows, _ = self.eval_step(split, step)
+            else:
+                global_rows = self.eval_step_rows(split, step)
+                rows = global_rows[self.local_slice(global_rows)]
+            (in_off, in_ts), (c_off, c_val) = cols["input_ts"], cols["candidates"]
             ts, lengths = windows(in_ts, in_off[rows], in_off[rows + 1], self.opts.max_len)
             if len(rows) == 0:  # the padding query of a rank without queries (SequenceData)
                 lengths = np.zeros(1, np.int64)
@@ -158,5 +183,8 @@ def build_mdgr_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> MD
         eval_max_users=cfg.eval.max_users,
         prefetch=cfg.data.prefetch,
         workers=cfg.data.num_workers,
+        stream=True,
+        partitions=cfg.data.partitions,
+        shuffle_buffer=cfg.data.shuffle_buffer,
     )
     return MDGRData(bundle_dir, opts, rank, world_size)
