@@ -192,8 +192,8 @@ def memory_run(bundle: Path, member_cap: int, steps: int, batch_size: int, dim: 
     m = Manifest.load(str(bundle))
     g = load_graphs(str(bundle), m)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    data = IGRecData(
-        str(bundle), g, target_behavior=0, batch_size=batch_size, eval_batch_size=1024,
+    data = IGRecData(  # streams its pairs from the bundle's graphs/ tables (Spark bundles)
+        str(bundle), target_behavior=0, batch_size=batch_size, eval_batch_size=1024,
         num_negatives=1, rank=0, world=1, seed=0,
     )  # fmt: skip
     cfg = IGRecConfig(dim=dim, member_cap=member_cap)

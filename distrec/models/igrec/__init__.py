@@ -14,15 +14,22 @@ import torch
 from distrec.data.schema import Manifest
 from distrec.models.igrec.config import IGRecConfig
 from distrec.models.igrec.data import IGRecData
-from distrec.models.igrec.graphs import load_graphs
+from distrec.models.igrec.graphs import BundleGraphs, IGRecGraphs, load_graphs
 from distrec.models.igrec.model import IGRec
 from distrec.models.igrec.sampled import IGRecSampler
 from distrec.models.registry import ModelSpec
 
 
 def build_model(cfg: Any, manifest: Manifest, device: torch.device) -> IGRec:
-    """IGRec for ``cfg`` (a distrec Config); the graphs come from ``cfg.data.bundle``."""
-    graphs = load_graphs(cfg.data.bundle, manifest)
+    """IGRec for ``cfg`` (a distrec Config); the graphs come from ``cfg.data.bundle``: owned
+    mode reads only this rank's rows of the bundle's graph tables (when it has them)."""
+    graphs: IGRecGraphs | BundleGraphs
+    try:
+        if cfg.graph.partition != "owned":
+            raise FileNotFoundError
+        graphs = BundleGraphs(cfg.data.bundle, manifest)
+    except FileNotFoundError:  # replicated, or a bundle without the graph tables
+        graphs = load_graphs(cfg.data.bundle, manifest)
     return IGRec(
         cfg.model,
         graphs,
@@ -35,12 +42,13 @@ def build_model(cfg: Any, manifest: Manifest, device: torch.device) -> IGRec:
 
 
 def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> IGRecData:
-    manifest = Manifest.load(bundle_dir)
-    graphs = load_graphs(bundle_dir, manifest)
+    from distrec.data.bundle import Bundle
+
+    manifest = Bundle(bundle_dir).manifest
     sampler = None
-    if cfg.graph.mode == "sampled":
+    if cfg.graph.mode == "sampled":  # the sampler holds the whole graph (replicated)
         sampler = IGRecSampler(
-            graphs,
+            load_graphs(bundle_dir, manifest),
             layers=cfg.graph.layers,
             fanout=list(cfg.graph.fanout),
             fanout_over=cfg.graph.fanout_over,
@@ -49,7 +57,6 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> IGRecDa
         )
     return IGRecData(
         bundle_dir,
-        graphs,
         target_behavior=len(manifest.behaviors) - 1,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
@@ -59,6 +66,8 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> IGRecDa
         seed=cfg.run.seed,
         with_interest_table=cfg.model.interest_module == "embedding",
         sampler=sampler,
+        partitions=cfg.data.partitions,
+        buffer_rows=cfg.data.shuffle_buffer,
     )
 
 

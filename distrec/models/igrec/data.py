@@ -1,38 +1,70 @@
 """IGRec's data adapter: BPR triples for the user and the group task, and both tasks' queries.
 
-Every training step carries the full-table KJT (the model reads every row: ``full`` graph mode)
-plus index tensors in ``Batch.dense``: ``users, pos`` [b], ``neg`` [b, K], ``groups, gpos`` [bg],
-``gneg`` [bg, K] and ``seed`` [] (Gumbel noise and member sampling of this step). A global batch
-is the same set of rows whatever the world size and each rank takes its contiguous slice, so the
-mean of the per-rank losses equals the 1-rank loss (``dense["norm"]`` holds the denominators).
-The group triples ride along: each step takes ceil(group pairs / steps) of them.
+Rank-partitioned and streamed (#15): the user-item train pairs come from ``graphs/ui.<target>``
+and the group-item ones from ``graphs/group_item`` (both partitioned and sorted by src range)
+through :mod:`distrec.data.stream`: P virtual shards of users (groups), shard v run by rank
+v % W, fragment shuffle plus a bounded shuffle buffer, global step t = shard v's quota of its
+stream's pairs t for every v (past a shard's end: its wrap-around fill). Rank r reads only its
+shards' rows; the global batch of a step is the same set of pairs at any world size with
+P % W == 0, negatives drawn per (seed, epoch, step, shard) against the pair's positives in the
+shard's window. The step count is the user stream's, from Parquet footers (no collective); the
+group stream's global batch is the smallest multiple of P whose stream fits in that many steps
+(its shards wrap around after their end), so every group pair is seen at least once an epoch.
+
+Every training step carries the full-table KJT in ``full`` graph mode plus index tensors in
+``Batch.dense``: ``users, pos`` [b], ``neg`` [b, K], ``groups, gpos`` [bg], ``gneg`` [bg, K] and
+``seed`` [] (Gumbel noise and member sampling of this step). The loss denominators
+``dense["norm"]`` are the global batch sizes / W, so the mean of the per-rank losses is the
+global batch's mean.
 
 ``sampled`` graph mode (:mod:`distrec.models.igrec.sampled`): each rank samples the neighbourhood
-of its own slice only; the KJT looks up that neighbourhood's rows (``lookup_n`` [tables] real
-bags per key), padded to the step's largest lookup over all ranks (one all-reduce here, in the
-trainer's thread). Index tensors are then local ids, plus the ``g.*`` blocks and member edges.
+of its own slice only (the sampler holds the whole graph: replicated, as LightGCN's sampled
+mode); the KJT looks up that neighbourhood's rows (``lookup_n`` [tables] real bags per key),
+padded to the step's largest lookup over all ranks (one all-reduce here, in the trainer's
+thread). Index tensors are then local ids, plus the ``g.*`` blocks and member edges.
+
+Evaluation: rank r takes the queries it owns (users / groups of its row-wise block, #14's
+ownership) and reads only their rows: train positives from the graphs' src ranges, held-out
+pairs from the split tables filtered to its range (those tables are not partitioned by user, so
+each file is scanned and only the rank's rows kept). Eval steps: the most any rank needs (one
+all-reduce of a count per split).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow.dataset as ds
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from distrec.data.bundle import Bundle
 from distrec.data.collate import max_over_ranks
 from distrec.data.csr import Csr
-from distrec.data.loader import RankShard, rank_slice, step_rng
+from distrec.data.loader import rank_slice, step_rng
+from distrec.data.pairs import ALIAS, GraphPairs
 from distrec.data.payloads import PayloadTraining
 from distrec.data.sampling import uniform_negatives
+from distrec.data.schema import GRAPH_GROUP_ITEM, ui_graph
+from distrec.data.stream import (
+    DEFAULT_BUFFER_ROWS,
+    EdgePlan,
+    RankStream,
+    ShardSlice,
+    bundle_partitions,
+)
+from distrec.graph.partition import block_size, own_rows
 from distrec.models.api import Batch, EvalQuery, TaskData
-from distrec.models.igrec.graphs import IGRecGraphs, read_pairs
 from distrec.models.igrec.model import full_table_kjt
 from distrec.models.igrec.sampled import IGRecSampler
 
-SAMPLE_STREAM = 3  # step_rng stream of neighbourhood sampling (0: negatives and noise seed)
+SAMPLE_STREAM = 3  # step_rng stream of neighbourhood sampling (0: the noise seed)
+NEG_STREAM = 1000  # user shard v's negatives: NEG_STREAM + v
+GNEG_STREAM = 5000  # group shard v's negatives: GNEG_STREAM + v
+GROUP_SEED = 0x6A0  # the group stream's shuffle seed: run.seed + GROUP_SEED
 
 
 def lookup_kjt(ids: dict[str, np.ndarray]) -> tuple[KeyedJaggedTensor, torch.Tensor]:
@@ -48,13 +80,26 @@ def lookup_kjt(ids: dict[str, np.ndarray]) -> tuple[KeyedJaggedTensor, torch.Ten
     return kjt, torch.tensor(n, dtype=torch.int64)
 
 
+def group_batch_for(plan: EdgePlan, steps: int) -> int:
+    """Smallest multiple of P whose equal shard quotas run every group shard in ``steps``."""
+    p = plan.partitions
+    most = max((plan.shard_rows(v) for v in range(p)), default=0)
+    return p * max(1, -(-most // max(steps, 1))) if most else 0
+
+
 class IGRecData(PayloadTraining, TaskData):
-    """Training and evaluation batches of IGRec for one rank of ``world``."""
+    """Training and evaluation batches of IGRec for one rank of ``world`` (module docstring).
+
+    Example::
+
+        data = IGRecData("data/bundles/mafengwo", target_behavior=0, batch_size=2048,
+                         eval_batch_size=1024, num_negatives=1, rank=0, world=2, seed=0)
+        for batch in data.train_batches(epoch=0): ...
+    """
 
     def __init__(
         self,
         bundle_dir: str,
-        graphs: IGRecGraphs,
         *,
         target_behavior: int,
         batch_size: int,
@@ -65,81 +110,144 @@ class IGRecData(PayloadTraining, TaskData):
         seed: int,
         with_interest_table: bool = False,
         sampler: IGRecSampler | None = None,
+        partitions: int = 0,
+        buffer_rows: int = DEFAULT_BUFFER_ROWS,
     ) -> None:
-        self.bundle_dir, self.g = bundle_dir, graphs
+        self.bundle_dir, self.bundle = bundle_dir, Bundle(bundle_dir)
+        m = self.bundle.manifest
+        self.num_users, self.num_items, self.num_groups = m.num_users, m.num_items, m.num_groups
         self.target_behavior = target_behavior
+        self.target = m.behaviors[target_behavior]
         self.rank, self.world, self.seed, self.k = rank, world, seed, num_negatives
-        n_ui = len(graphs.ui_user)
+        for name in (ui_graph(self.target), GRAPH_GROUP_ITEM):
+            if not self.bundle.has_table(f"graphs/{name}"):
+                raise FileNotFoundError(
+                    f"{bundle_dir}: graph table graphs/{name} is missing: IGRec streams its train "
+                    "pairs from it (rebuild the bundle with spark_jobs.build_bundle)"
+                )
+        p = bundle_partitions(self.bundle, partitions, batch_size)
+        self.plan = EdgePlan(self.bundle, [self.target], p, buffer_rows=buffer_rows)
+        n_ui = self.plan.total_rows()
         if n_ui == 0:
             raise ValueError(f"{bundle_dir}: no train interactions of the target behavior")
-        self.global_batch = max(world, min(batch_size, n_ui))
-        self.users = RankShard(n_ui, self.global_batch, rank, world, seed, drop_last=True)
-        self.steps = self.users.num_steps()
-        n_gi = len(graphs.gi_group)
-        self.group_batch = max(world, -(-n_gi // self.steps)) if n_gi else 0
+        self.global_batch = max(p, min(batch_size, n_ui))
+        self.stream = RankStream(self.plan, rank, world, self.global_batch, seed)
+        self.steps = self.stream.steps
+        gview = GraphPairs(self.bundle, GRAPH_GROUP_ITEM)
+        self.gplan = EdgePlan(gview, [ALIAS], p, buffer_rows=buffer_rows)  # type: ignore[arg-type]
+        self.group_batch = group_batch_for(self.gplan, self.steps)
+        self.gstream: RankStream | None = None
+        if self.group_batch:
+            self.gstream = RankStream(self.gplan, rank, world, self.group_batch, seed + GROUP_SEED)
+            assert self.gstream.steps <= self.steps
         self.eval_batch = max(world, (eval_batch_size // world) * world)
-        counts = {"user": graphs.num_users, "item": graphs.num_items, "group": graphs.num_groups}
+        counts = {"user": m.num_users, "item": m.num_items, "group": m.num_groups}
         if with_interest_table:
-            counts["interest"] = graphs.num_users
+            counts["interest"] = m.num_users
         self.kjt = full_table_kjt(counts)
         self.sampler = sampler  # sampled graph mode when set
         self.with_interest_table = with_interest_table
-        self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
+        self._eval: dict[tuple[str, str], tuple[np.ndarray, Csr, Csr]] = {}
         self.init_prefetch(0, 0)  # the engine sets data.prefetch / data.num_workers
-        self.pos_user = Csr.from_pairs(
-            graphs.ui_user, graphs.ui_item, graphs.num_users, graphs.num_items
-        )
-        self.pos_group = Csr.from_pairs(
-            graphs.gi_group, graphs.gi_item, graphs.num_groups, graphs.num_items
-        )
 
     # ---- training ------------------------------------------------------------------------
     def num_train_steps(self, epoch: int) -> int:
-        return self.steps
+        if self.gstream is not None and self.gstream.error:
+            raise SystemExit(self.gstream.error)
+        return self.stream.num_steps()
 
-    def _group_rows(self, epoch: int, step: int) -> np.ndarray:
-        """Global group-pair rows of ``step``: consecutive chunks of an epoch permutation,
-        wrapping around, so each epoch sees every group pair at least once."""
-        n = len(self.g.gi_group)
-        perm = np.random.default_rng([self.seed, epoch, 0x6A0]).permutation(n)
-        idx = (np.arange(self.group_batch) + step * self.group_batch) % n
-        return perm[idx]
-
-    def _epoch_rows(self, epoch: int) -> list[np.ndarray]:
-        """The epoch's global batches of user-item rows, kept for the running epoch."""
-        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            self._epoch_cache = (epoch, self.users.global_batches(epoch))
-        return self._epoch_cache[1]
+    def _triples(
+        self, parts: list[ShardSlice], key: str, epoch: int, step: int, stream: int, n_dst: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(src [q], pos [q], neg [q, K]) of a rank's shard slices, negatives per shard."""
+        negs = []
+        for part in parts:
+            if part.local.shape[0] == 0:
+                negs.append(np.zeros((0, self.k), np.int64))
+                continue
+            rng = step_rng(self.seed, epoch, step, stream + part.shard)
+            negs.append(uniform_negatives(part.local, n_dst, self.k, part.window.pos[key], rng))
+        empty = np.zeros(0, np.int64)
+        src = np.concatenate([p.users for p in parts]) if parts else empty
+        dst = np.concatenate([p.items for p in parts]) if parts else empty
+        neg = np.concatenate(negs).reshape(-1, self.k) if negs else np.zeros((0, self.k), np.int64)
+        return src, dst, neg
 
     def payload(self, epoch: int, step: int) -> dict[str, Any]:
         """This rank's numpy arrays of global step ``step`` (torch-free; every draw is a
-        function of (seed, epoch, step), so a resumed epoch skips the done steps exactly)."""
-        sl = rank_slice(self.global_batch, self.rank, self.world)
-        g_sl = rank_slice(self.group_batch, self.rank, self.world)
-        rows = self._epoch_rows(epoch)[step]
-        rng = step_rng(self.seed, epoch, step)
-        users, pos = self.g.ui_user[rows], self.g.ui_item[rows]
-        neg = uniform_negatives(users, self.g.num_items, self.k, self.pos_user, rng)
-        if self.group_batch:
-            g_rows = self._group_rows(epoch, step)
-            groups, gpos = self.g.gi_group[g_rows], self.g.gi_item[g_rows]
-            gneg = uniform_negatives(groups, self.g.num_items, self.k, self.pos_group, rng)
+        function of (seed, epoch, step, shard), so a resumed epoch skips the done steps exactly)."""
+        parts = self.stream.step_slices(epoch, step)
+        users, pos, neg = self._triples(parts, self.target, epoch, step, NEG_STREAM, self.num_items)
+        if self.gstream is not None:
+            gparts = self.gstream.step_slices(epoch, step)
+            groups, gpos, gneg = self._triples(
+                gparts, ALIAS, epoch, step, GNEG_STREAM, self.num_items
+            )
         else:
             groups = gpos = np.zeros(0, np.int64)
             gneg = np.zeros((0, self.k), np.int64)
-        noise_seed = int(rng.integers(0, 2**62))
+        noise_seed = int(step_rng(self.seed, epoch, step).integers(0, 2**62))
         # Per-rank loss denominators: global count / world, so that the ranks' losses (averaged
-        # by the gradient all-reduce) add up to the global batch mean even when the slices are
-        # uneven.
-        norm = [len(rows) / self.world, max(self.group_batch, 1) / self.world]
-        mine = (users[sl], pos[sl], neg[sl], groups[g_sl], gpos[g_sl], gneg[g_sl])
-        out: dict[str, Any] = {"seed": noise_seed, "norm": norm, "size": len(mine[0])}
+        # by the gradient all-reduce) add up to the global batch mean whatever each rank holds.
+        norm = [self.global_batch / self.world, max(self.group_batch, 1) / self.world]
+        mine = (users, pos, neg, groups, gpos, gneg)
+        out: dict[str, Any] = {"seed": noise_seed, "norm": norm, "size": len(users)}
         if self.sampler is not None:
             rng = step_rng(self.seed, epoch, step, SAMPLE_STREAM)
             out["sampled"] = self.sampler.sample(*mine, rng)
         else:
             out["dense"] = dict(zip(("users", "pos", "neg", "groups", "gpos", "gneg"), mine))
         return out
+
+    def warm(self, epoch: int, step: int) -> None:
+        self.stream.step_slices(epoch, step)  # the shards' windows of that step, cached
+        if self.gstream is not None:
+            self.gstream.step_slices(epoch, step)
+
+    def after_epoch(self, epoch: int) -> None:
+        self.warm(epoch + 1, 0)  # the next epoch's first windows while the trainer validates
+
+    def data_state(self, epoch: int, step: int) -> dict[str, Any]:
+        """The data position before global step ``step`` of ``epoch`` (checkpoint meta): the
+        layout the streams depend on plus this rank's shard cursors of both streams."""
+        shards = {f"user.{v}": c for v, c in self.stream.position(epoch, step).items()}
+        if self.gstream is not None:
+            shards.update({f"group.{v}": c for v, c in self.gstream.position(epoch, step).items()})
+        return {"epoch": epoch, "step": step, **self._layout(), "shards": shards}
+
+    def _layout(self) -> dict[str, int]:
+        return {
+            "partitions": self.plan.partitions,
+            "global_batch": self.global_batch,
+            "group_batch": self.group_batch,
+            "buffer_rows": self.plan.buffer_rows,
+            "seed": self.seed,
+        }
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Refuse to resume from a data position laid out differently (the streams would differ)."""
+        for k, mine in self._layout().items():
+            if k in state and state[k] != mine:
+                raise SystemExit(
+                    f"resume: the checkpoint's data position has {k}={state[k]}, this run {mine}; "
+                    "resume with the same data.batch_size / data.partitions / data.shuffle_buffer / "
+                    "run.seed"
+                )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and benches: rows read per table, window loads, built batches."""
+        return {
+            "rank": self.rank,
+            "world_size": self.world,
+            "shards": self.stream.shards,
+            "steps": self.steps,
+            "global_batch": self.global_batch,
+            "group_batch": self.group_batch,
+            "rows_read": dict(self.bundle.rows_read),
+            "window_reads": [list(r) for r in self.stream.reads],
+            "group_window_reads": [list(r) for r in self.gstream.reads] if self.gstream else [],
+            "built": {str(e): c for e, c in self.built.items()},
+        }
 
     def to_batch(self, payload: dict[str, Any]) -> Batch:
         """Tensors of a payload; sampled mode pads the lookup KJT to the step's largest over the
@@ -170,34 +278,76 @@ class IGRecData(PayloadTraining, TaskData):
         return Batch(sparse={"ebc": kjt}, dense=dense, size=payload["size"])
 
     # ---- evaluation ----------------------------------------------------------------------
-    def _positives(self, task: str, splits: tuple[str, ...]) -> Csr:
-        n_q = self.g.num_users if task == "user" else self.g.num_groups
-        qs, its = [], []
-        for s in splits:
-            q, i = read_pairs(self.bundle_dir, task, s, self.target_behavior)
-            qs.append(q)
-            its.append(i)
-        return Csr.from_pairs(np.concatenate(qs), np.concatenate(its), n_q, self.g.num_items)
+    def _range(self, task: str) -> tuple[int, int]:
+        """The query ids ``[lo, hi)`` this rank owns (row-wise blocks, as the tables')."""
+        n = self.num_users if task == "user" else self.num_groups
+        b = block_size(n, self.world)
+        lo = min(self.rank * b, n)
+        return lo, min(lo + b, n)
+
+    def _split_pairs(self, task: str, split: str, lo: int, hi: int) -> Csr:
+        """Held-out (query, item) pairs of ``split`` with query in ``[lo, hi)``: a Csr over the
+        range's local rows (row k = query lo + k). Scans the split's files one at a time and
+        keeps only the range's rows (the split tables are not partitioned by query)."""
+        table, col = ("interactions", "user") if task == "user" else ("groups/items", "group")
+        where = (ds.field(col) >= lo) & (ds.field(col) < hi)
+        cols = [col, "item"]
+        if task == "user":
+            where = where & (ds.field("behavior") == self.target_behavior)
+            cols.append("behavior")
+        q, it = [], []
+        if self.bundle.has_table(table, split):
+            for f in self.bundle.files(table, split):
+                t = self.bundle._read_file(table, f, cols, where)
+                q.append(t.column(col).to_numpy().astype(np.int64) - lo)
+                it.append(t.column("item").to_numpy().astype(np.int64))
+        empty = np.zeros(0, np.int64)
+        src = np.concatenate(q) if q else empty
+        dst = np.concatenate(it) if it else empty
+        key = np.unique(src * self.num_items + dst)  # unique pairs, sorted
+        return Csr.from_pairs(key // self.num_items, key % self.num_items, hi - lo, self.num_items)
+
+    def _train_rows(self, task: str, lo: int, hi: int) -> Csr:
+        """Train positives of queries ``[lo, hi)`` from the graph's src range (row k = lo + k)."""
+        name = ui_graph(self.target) if task == "user" else GRAPH_GROUP_ITEM
+        return own_rows(self.bundle, name, lo, hi)
+
+    def _eval_rows(self, split: str, task: str) -> tuple[np.ndarray, Csr, Csr]:
+        """(own queries [n] ascending, their targets, their excluded items), local rows; cached."""
+        if (task, split) not in self._eval:
+            lo, hi = self._range(task)
+            targets = self._split_pairs(task, split, lo, hi)
+            exclude = self._train_rows(task, lo, hi)
+            if split == "test":
+                exclude = _union(exclude, self._split_pairs(task, "valid", lo, hi))
+            queries = np.flatnonzero(targets.degrees() > 0) + lo
+            self._eval[(task, split)] = (queries, targets, exclude)
+        return self._eval[(task, split)]
+
+    def num_eval_steps(self, split: str, task: str = "user") -> int:
+        """Eval steps of ``split``: the most any rank needs (collective)."""
+        queries, _, _ = self._eval_rows(split, task)
+        return max_over_ranks(math.ceil(len(queries) / (self.eval_batch // self.world)))
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
-        """Queries with held-out items in ``split``; exclude = train (+ valid for test) items."""
+        """This rank's own queries with held-out items in ``split``, eval_batch / W per step;
+        exclude = train (+ valid for test) items. Same step count on every rank (an empty
+        query batch once a rank has none left)."""
         if task not in ("user", "group"):
             raise ValueError(f"IGRec has tasks user and group, not {task!r}")
-        targets = self._positives(task, (split,))
-        exclude = self._positives(task, ("train",) if split != "test" else ("train", "valid"))
-        queries = np.flatnonzero(targets.degrees() > 0)
-        sl = rank_slice(self.eval_batch, self.rank, self.world)
-        steps = -(-len(queries) // self.eval_batch)
-        for t in range(steps):
-            ids = queries[t * self.eval_batch : (t + 1) * self.eval_batch][sl]
+        queries, targets, exclude = self._eval_rows(split, task)
+        lo = self._range(task)[0]
+        per = self.eval_batch // self.world
+        for t in range(self.num_eval_steps(split, task)):
+            ids = queries[t * per : (t + 1) * per]
             batch = Batch(
                 sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(ids)}, size=len(ids)
             )
             yield EvalQuery(
                 batch=batch,
                 ids=torch.from_numpy(ids),
-                targets=[targets.row(int(q))[0].tolist() for q in ids],
-                exclude=[exclude.row(int(q))[0].tolist() for q in ids],
+                targets=[targets.row(int(q) - lo)[0].tolist() for q in ids],
+                exclude=[exclude.row(int(q) - lo)[0].tolist() for q in ids],
             )
 
     def item_batch(self, items: torch.Tensor) -> Batch:
@@ -207,18 +357,32 @@ class IGRecData(PayloadTraining, TaskData):
 
     def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
         """Queries of users or groups ``ids`` [n] whatever their split (export, recommend):
-        targets empty, exclude = train + valid items, as for test."""
+        targets empty, exclude = train + valid items, as for test; this rank's slice of each
+        step, reading the rows of that slice's id range only."""
         if task not in ("user", "group"):
             raise ValueError(f"IGRec has tasks user and group, not {task!r}")
-        exclude = self._positives(task, ("train", "valid"))
         ids = np.asarray(ids, dtype=np.int64)
         sl = rank_slice(self.eval_batch, self.rank, self.world)
         for t in range(max(1, -(-len(ids) // self.eval_batch))):
             q = ids[t * self.eval_batch : (t + 1) * self.eval_batch][sl]
+            exclude: list[list[int]] = []
+            if len(q):
+                lo, hi = int(q.min()), int(q.max()) + 1
+                ex = _union(
+                    self._train_rows(task, lo, hi), self._split_pairs(task, "valid", lo, hi)
+                )
+                exclude = [ex.row(int(x) - lo)[0].tolist() for x in q]
             batch = Batch(sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(q)}, size=len(q))
             yield EvalQuery(
-                batch=batch,
-                ids=torch.from_numpy(q),
-                targets=[[] for _ in q],
-                exclude=[exclude.row(int(x))[0].tolist() for x in q],
+                batch=batch, ids=torch.from_numpy(q), targets=[[] for _ in q], exclude=exclude
             )
+
+
+def _union(a: Csr, b: Csr) -> Csr:
+    """Pairs of either Csr (same shape), unweighted."""
+    return Csr.from_pairs(
+        np.concatenate([a.sources(), b.sources()]),
+        np.concatenate([a.indices, b.indices]).astype(np.int64),
+        a.num_src,
+        a.num_dst,
+    )

@@ -33,7 +33,7 @@ from distrec.models.igrec.fusion import (
     interest_regularizer,
     user_group_pool,
 )
-from distrec.models.igrec.graphs import IGRecGraphs
+from distrec.models.igrec.graphs import BundleGraphs, IGRecGraphs
 from distrec.models.igrec.owned import OwnedGraphs, eval_cache, forward_owned, gather_typed
 from distrec.models.igrec.sampled import represent_sampled
 
@@ -110,7 +110,7 @@ class IGRec(RecModel):
     def __init__(
         self,
         cfg: IGRecConfig,
-        graphs: IGRecGraphs,
+        graphs: IGRecGraphs | BundleGraphs,
         *,
         layers: int,
         l2: float,
@@ -156,16 +156,20 @@ class IGRec(RecModel):
     def _own(self, device: torch.device) -> OwnedGraphs:
         """Owned mode's rows and halo plans, built once (collective)."""
         if self._owned is None or self._owned.has_group.device != device:
-            self._owned = OwnedGraphs(self._graphs, self.counts, self.exchange, device)
+            self._owned = OwnedGraphs(
+                self._graphs, self.counts, self.exchange, device, self.cfg.member_cap
+            )
         return self._owned
 
-    def _set_graphs(self, g: IGRecGraphs) -> None:
+    def _set_graphs(self, g: IGRecGraphs | BundleGraphs) -> None:
         # Plain attributes, not buffers: structure, not state (kept out of checkpoints and DMP).
         self._graphs = g
-        self._member_group = torch.from_numpy(g.member_group)
-        self._member_user = torch.from_numpy(g.member_user)
         if self.partition == "owned":  # whole-graph products are never used: no O(E) copies
             return
+        if not isinstance(g, IGRecGraphs):
+            raise ValueError("graph.partition=replicated needs the whole graphs (load_graphs)")
+        self._member_group = torch.from_numpy(g.member_group)
+        self._member_user = torch.from_numpy(g.member_user)
         u = torch.from_numpy(g.ui_user)
         i = torch.from_numpy(g.ui_item)
         w = torch.from_numpy(g.ui_weights())

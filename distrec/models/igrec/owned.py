@@ -13,7 +13,8 @@ groups. Per step a rank:
 
 The member cap and the Gumbel noise are drawn for every group from the step's generator, as in
 one process, and each rank keeps its groups' rows, so any world size computes the same step.
-The membership edge list (not the interactions) is held by every rank for that draw.
+Only with a member cap is the whole membership edge list held by every rank (for that draw);
+otherwise a rank holds its own groups' member rows (:mod:`distrec.models.igrec.graphs`).
 
 Shapes: n local rows (own users + items + groups), E_r member edges of own groups, M interests.
 """
@@ -34,39 +35,55 @@ from distrec.models.igrec.aggregator import attention_readout, cap_members, gumb
 from distrec.models.igrec.fusion import fuse_groups
 
 if TYPE_CHECKING:
-    from distrec.models.igrec.graphs import IGRecGraphs
+    from distrec.models.igrec.graphs import BundleGraphs, IGRecGraphs
     from distrec.models.igrec.model import IGRec
 
 TYPES = ("user", "item", "group")
 
 
 class OwnedGraphs:
-    """This rank's adjacency rows, halo plans and own-ids lookup (collective to build, once)."""
+    """This rank's adjacency rows, halo plans and own-ids lookup (collective to build, once).
 
-    def __init__(self, g: IGRecGraphs, counts: dict[str, int], ex: Exchange, device: torch.device):
+    ``g``: :class:`~distrec.models.igrec.graphs.BundleGraphs` (reads only this rank's rows from
+    the bundle) or :class:`~distrec.models.igrec.graphs.IGRecGraphs` (cuts them out of the
+    whole graphs); either gives :class:`~distrec.models.igrec.graphs.OwnedRows`.
+    """
+
+    def __init__(
+        self,
+        g: IGRecGraphs | BundleGraphs,
+        counts: dict[str, int],
+        ex: Exchange,
+        device: torch.device,
+        member_cap: int = 0,
+    ):
         self.exchange = ex
         self.part = part = NodePartition(
             {"user": g.num_users, "item": g.num_items, "group": g.num_groups}, ex.world, ex.rank
         )
-        ui = Csr.from_pairs(g.ui_user, g.ui_item, g.num_users, g.num_items, g.ui_weights())
+        rows = g.owned({t: part.range(t) for t in TYPES}, member_cap)
+        self.graph_bytes = rows.nbytes()
         self.lightgcn = PartitionedGraph(
-            part, [[("user", "item", ui), ("item", "user", ui.transpose())]], ex, device
+            part, [[("user", "item", rows.ui), ("item", "user", rows.iu)]], ex, device
         )
         # mean over a user's groups: P_ug = 1 / |G(u)|
-        mu, mg = g.member_user, g.member_group
-        cnt = np.bincount(mu, minlength=g.num_users)
-        w = (1.0 / np.maximum(cnt, 1)[mu]).astype(np.float32)
-        pool = Csr.from_pairs(mu, mg, g.num_users, g.num_groups, w)
+        ug = rows.user_groups
+        cnt = ug.degrees()
+        w = (1.0 / np.maximum(cnt, 1)[ug.sources()]).astype(np.float32)
+        pool = Csr(ug.indptr, ug.indices, w, ug.num_src, ug.num_dst)
         self.pool = PartitionedGraph(part, [[("user", "group", pool)]], ex, device)
-        lo, hi = part.range("user")
-        self.has_group = torch.from_numpy(cnt[lo:hi] > 0).unsqueeze(1).to(device)
+        self.has_group = torch.from_numpy(cnt > 0).unsqueeze(1).to(device)
         # members of own groups: their user rows are the readout's halo
         glo, ghi = part.range("group")
-        own_edges = (mg >= glo) & (mg < ghi)
-        members = np.unique(mu[own_edges])
+        mem = rows.members
+        own_g, own_u = mem.sources() + glo, mem.indices.astype(np.int64)
+        members = np.unique(own_u)
         self.members = Halo(part, part.flat("user", torch.from_numpy(members)), ex, device)
-        self.member_group = torch.from_numpy(mg)
-        self.member_user = torch.from_numpy(mu)
+        # the member cap draws over every membership (as one process does), then keeps its own
+        # groups'; without a cap the own groups' edges are all that is needed
+        mg, mu = rows.every_member if rows.every_member is not None else (own_g, own_u)
+        self.member_group = torch.from_numpy(np.ascontiguousarray(mg))
+        self.member_user = torch.from_numpy(np.ascontiguousarray(mu))
         self.group_range = (glo, ghi)
         # lookup of own rows only: the same bag count on every rank (row-wise sharded pooling)
         keys = list(counts)
