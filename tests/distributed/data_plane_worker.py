@@ -13,6 +13,10 @@ builds MODEL's session (``config=PATH`` and overrides key=value) and evaluates `
 weights: global eval batches of EVAL_BATCH (chosen so that one user is left for the last step,
 i.e. an empty slice on rank 1) and of one batch holding every query; writes
 ``OUT_DIR/eval<r>.json`` with both results' query counts and metrics.
+
+    ... data_plane_worker.py seq OUT_DIR MODEL@BUNDLE@CONFIG[@k=v...] ...
+
+records what DisMIR's / MDGR's streamed sequence data read and yielded (see seq_main).
 """
 
 from __future__ import annotations
@@ -99,6 +103,45 @@ def eval_main(model: str, out: str, eval_batch: int, overrides: list[str]) -> No
     destroy_distributed()
 
 
+def seq_main(out: str, cases: list[str]) -> None:
+    """``seq OUT_DIR MODEL@BUNDLE@CONFIG ...``: each case's data adapter (the model's
+    ``build_data``, streamed) on this rank: the (row, position, fill) samples of every step of
+    epochs 0 and 1, the rows read per table and the window loads; eval query ids per step.
+    Writes ``OUT_DIR/seq<r>.json`` {case: record}."""
+    from distrec.config import load_config
+    from distrec.models.registry import get_spec
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    rec: dict[str, object] = {}
+    for case in cases:
+        model, bundle, config, *over = case.split("@")
+        cfg = load_config(model, config, [f"data.bundle={bundle}", *over])
+        data = get_spec(model).build_data(cfg, bundle, rank, world)
+        steps = data.num_train_steps(0)
+        epochs = [
+            [
+                [[int(r), int(t), bool(f)] for s in data.stream.step_slices(e, k)
+                 for r, t, f in zip(s.row, s.t, s.fill, strict=True)]
+                for k in range(steps)
+            ]
+            for e in (0, 1)
+        ]  # fmt: skip
+        sizes = [len(step) for step in epochs[0]]
+        train_read = dict(data.bundle.rows_read)  # (MDGR's chunks share the eval table name)
+        evals = [[int(i) for i in q.ids] for q in data.eval_queries("valid")]
+        rec[model] = {
+            "steps": steps, "epochs": epochs, "sizes": sizes, "shards": data.stream.shards,
+            "shard_rows": {str(v): sum(f.hi - f.lo for f in data.plan.fragments[v])
+                           for v in data.stream.shards},
+            "table_rows": data.plan.total_table_rows, "eval": evals,
+            "rows_read": train_read, "reads": data.stream.reads,
+        }  # fmt: skip
+    Path(out, f"seq{rank}.json").write_text(json.dumps(rec, default=_np))
+    dist.barrier()
+    destroy_distributed()
+
+
 def _set_eval_batch(data: object, eb: int) -> None:
     """The adapters keep the global eval batch under different names."""
     opts = getattr(data, "opts", None)
@@ -116,7 +159,9 @@ def _np(x: object) -> object:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "eval":
+    if sys.argv[1] == "seq":
+        seq_main(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1] == "eval":
         eval_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:])
     else:
         main(sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:]))

@@ -12,6 +12,7 @@ Resume without rebuilding batches is checked in test_engine_ranks.py (kill and r
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from distrec.data.bundle import Bundle
 from distrec.data.interactions import InteractionData
 from tests.helpers.bundles import write_tiny_bundle
 from tests.helpers.torchrun import torchrun
+from tests.unit.models.mdgr.test_mdgr_distributed import TINY_MDGR
 
 WORKER = Path(__file__).with_name("data_plane_worker.py")
 
@@ -155,3 +157,166 @@ def test_eval_with_one_query_in_the_last_step(
     if exact:
         for k, v in recs[0]["whole"]["metrics"].items():
             assert recs[0]["remainder"]["metrics"][k] == pytest.approx(v, abs=1e-9), k
+
+
+# ------------------------------------------------------------ DisMIR / MDGR: streamed sequences
+# (model, fixture, config, overrides): the grouped bundles have 16 / 8 row groups, dealt to 4 shards
+SEQ_CASES = [
+    ("dismir", "grouped_seq_bundle", "configs/dismir/gowalla.yaml",
+     ["data.batch_size=16", "data.eval_batch_size=4", "data.partitions=4", "model.dim=8",
+      "model.max_len=6"]),
+    ("mdgr", "grouped_chunks_bundle", "configs/mdgr/ml100k.yaml",
+     ["data.partitions=4", *TINY_MDGR]),
+]  # fmt: skip
+SEQ_TABLE = {"dismir": ("sequences", None), "mdgr": ("eval/chunks", "train")}
+
+
+@pytest.fixture(scope="module")
+def grouped_seq_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.unit.data.seq_bundles import write_grouped_seq_bundle
+
+    return write_grouped_seq_bundle(tmp_path_factory.mktemp("dpgs") / "b")
+
+
+@pytest.fixture(scope="module")
+def grouped_chunks_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.unit.data.seq_bundles import write_grouped_chunks_bundle
+
+    return write_grouped_chunks_bundle(tmp_path_factory.mktemp("dpgc") / "b")
+
+
+@pytest.fixture(scope="module")
+def seq_ranks(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict]:
+    out = tmp_path_factory.mktemp("dp_seq")
+    cases = ["@".join([m, str(request.getfixturevalue(f)), c, *o]) for m, f, c, o in SEQ_CASES]
+    torchrun(WORKER, ["seq", str(out), *cases], 2, 29690)
+    return [json.loads((out / f"seq{r}.json").read_text()) for r in range(2)]
+
+
+def _samples(model: str, bundle: Path) -> Counter[tuple[int, int]]:
+    table, split = SEQ_TABLE[model]
+    rows = Bundle(bundle).table(table, split=split).to_pylist()
+    if model == "dismir":  # position t >= 1 of each sequence
+        return Counter((r, t) for r, x in enumerate(rows) for t in range(1, len(x["items"])))
+    n = [min(len(x["targets"]), len(x["candidates"])) for x in rows]  # (chunk, j)
+    return Counter((r, j) for r, k in enumerate(n) for j in range(k))
+
+
+@pytest.mark.parametrize("case", SEQ_CASES, ids=[c[0] for c in SEQ_CASES])
+def test_sequence_ranks_read_their_row_groups_and_every_sample_once(
+    request: pytest.FixtureRequest, seq_ranks: list[dict], case: tuple
+) -> None:
+    model, fixture = case[0], case[1]
+    bundle = request.getfixturevalue(fixture)
+    recs = [r[model] for r in seq_ranks]
+    table = SEQ_TABLE[model][0]
+    # rows read: only own shards' row groups, each window once per epoch; the shards tile the table
+    for rec in recs:
+        assert {r[0] for r in rec["reads"]} <= set(rec["shards"])
+        own = sum(rec["shard_rows"].values())
+        distinct = {(r[0], r[1], r[2]): r[3] for r in rec["reads"] if r[1] == 0}
+        assert sum(distinct.values()) == own
+        counted = own if model == "mdgr" else 0  # chunk counts are exact after one own read
+        # two epochs of window loads (+ the chunk count): nothing else read from the table
+        assert rec["rows_read"][table] - counted == sum(r[3] for r in rec["reads"]) == 2 * own
+    assert sum(sum(rec["shard_rows"].values()) for rec in recs) == recs[0]["table_rows"]
+    # same steps and rank batch sizes; every sample once per epoch before the fill
+    assert recs[0]["steps"] == recs[1]["steps"] > 0
+    assert recs[0]["sizes"] == recs[1]["sizes"] and len(set(recs[0]["sizes"])) == 1
+    want = _samples(model, bundle)
+    for epoch in (0, 1):
+        got = Counter(
+            (r, t) for rec in recs for step in rec["epochs"][epoch] for r, t, f in step if not f
+        )
+        assert got == want, epoch
+    assert recs[0]["epochs"][0] != recs[0]["epochs"][1]  # epochs shuffle differently
+    # eval: equal step counts, every valid query once over the ranks
+    assert len(recs[0]["eval"]) == len(recs[1]["eval"]) > 0
+    name = "eval/user_holdout" if model == "dismir" else "eval/chunks"
+    users = Bundle(bundle).table(name, ["user"], split="valid").column("user").to_pylist()
+    assert sorted(u for rec in recs for step in rec["eval"] for u in step) == sorted(users)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", SEQ_CASES, ids=[c[0] for c in SEQ_CASES])
+def test_sequence_kill_and_resume_matches_uninterrupted(
+    request: pytest.FixtureRequest, tmp_path: Path, case: tuple
+) -> None:
+    """2 ranks SIGKILLed after a mid-epoch checkpoint, resumed: the remaining losses and final
+    metrics equal an uninterrupted run's, and no batch before the saved position is built."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.distributed.launch import losses, metrics, run, torchrun_cmd
+
+    model, fixture, config, over = case
+    port = 29692 + 3 * SEQ_CASES.index(case)
+    bundle = request.getfixturevalue(fixture)
+    args = [model, "--config", config, f"data.bundle={bundle}", *over, "train.epochs=2",
+            "run.checkpoint_every=3", "run.keep_checkpoints=5", "metrics.enabled=false"]  # fmt: skip
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    with ThreadPoolExecutor(2) as pool:  # both at once: start-up dominates
+        job = pool.submit(run, torchrun_cmd("distrec.train", [*args, f"run.dir={ref}"], 2, port))
+        kill_after_first_checkpoint(
+            torchrun_cmd("distrec.train", [*args, f"run.dir={killed}"], 2, port + 1), killed
+        )
+        job.result()
+    latest = killed / "checkpoints" / (killed / "checkpoints" / "latest").read_text().strip()
+    ck = json.loads((latest / "meta.json").read_text())
+    shutil.rmtree(killed / "data_stats", ignore_errors=True)
+    run(torchrun_cmd("distrec.train", [*args, f"run.dir={killed}", "--resume"], 2, port + 2))
+    steps = json.loads((ref / "data_stats" / "rank0.json").read_text())["steps"]
+    for r in range(2):
+        stats = json.loads((killed / "data_stats" / f"rank{r}.json").read_text())
+        built = {int(e): c for e, c in stats["built"].items()}
+        assert min(built) == ck["epoch"]
+        if ck["step_in_epoch"]:
+            assert built[ck["epoch"]] == [
+                ck["step_in_epoch"],
+                steps - 1,
+                steps - ck["step_in_epoch"],
+            ]
+    got, want = metrics(killed), metrics(ref)
+    assert got["global_step"] == want["global_step"]
+    for k, v in want["test"].items():
+        assert got["test"][k] == pytest.approx(v, abs=1e-5), k
+    tail = [r for r in losses(killed) if r["step"] > ck["global_step"]]
+    refl = {r["step"]: r["loss"] for r in losses(ref)}
+    assert tail and all(
+        r["loss"] == pytest.approx(refl[r["step"]], rel=1e-4, abs=1e-6) for r in tail
+    )
+
+
+def kill_after_first_checkpoint(cmd: list[str], run_dir: Path) -> None:
+    """Start ``cmd`` (torchrun) and SIGKILL the launcher and its ranks as soon as a complete
+    checkpoint exists (the process-tree walk of test_engine_ranks)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.distributed.launch import REPO, env
+    from tests.distributed.test_engine_ranks import _descendants, _state
+
+    p = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    latest = run_dir / "checkpoints" / "latest"
+    deadline = time.monotonic() + 240
+    try:
+        while not latest.exists():
+            assert p.poll() is None, "training ended before writing a checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.01)
+    finally:
+        ranks = _descendants(p.pid)
+        os.killpg(p.pid, signal.SIGKILL)
+        for pid in ranks:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.wait()
+        for pid in ranks:
+            while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+                time.sleep(0.01)
