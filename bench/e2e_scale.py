@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_support import REPO, Prometheus, StageResult, free_port, free_ports, run_stage  # noqa: E402
+from e2e_support import (  # noqa: E402
+    REPO,
+    Prometheus,
+    StageResult,
+    free_port,
+    free_ports,
+    install_sigterm_exit,
+    run_stage,
+)
 
 PY = sys.executable
 STAGES = (
@@ -378,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in CONFIGS:
         p.add_argument(f"--{m}-override", nargs="*", default=[], help=f"extra {m} overrides")
     args = p.parse_args(argv)
+    install_sigterm_exit()
     doc = E2E(args).run()
     print(json.dumps({k: v for k, v in doc.items() if k != "stages"}, indent=2))
     failed = [

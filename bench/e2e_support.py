@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -86,6 +87,21 @@ class StageResult:
         return [round(self.peak_rss_mb_by_rank[r], 1) for r in sorted(self.peak_rss_mb_by_rank)]
 
 
+def _kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every descendant (ranks run in their own sessions)."""
+    for pid in [*descendants(root), root]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def install_sigterm_exit() -> None:
+    """Turn SIGTERM (``timeout``, a scheduler) into SystemExit, so run_stage's cleanup kills the
+    stage's process tree: its children run in a new session and would outlive the bench."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def run_stage(
     cmd: list[str],
     log: Path,
@@ -105,23 +121,23 @@ def run_stage(
             cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
         )
         killed = False
-        while p.poll() is None:
-            now: dict[int, float] = {}
-            pids = descendants(p.pid)
-            for pid in pids:
-                r = _rank(pid, ranks)
-                now[r] = now.get(r, 0.0) + _rss_mb(pid)
-            for r, v in now.items():
-                peak[r] = max(peak.get(r, 0.0), v)
-            total = max(total, sum(now.values()))
-            if on_poll is not None and not killed and on_poll(p, time.perf_counter() - t0):
-                for pid in pids:  # torchrun puts each rank in its own session: kill them all
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                killed = True
-            time.sleep(poll_s)
+        try:
+            while p.poll() is None:
+                now: dict[int, float] = {}
+                pids = descendants(p.pid)
+                for pid in pids:
+                    r = _rank(pid, ranks)
+                    now[r] = now.get(r, 0.0) + _rss_mb(pid)
+                for r, v in now.items():
+                    peak[r] = max(peak.get(r, 0.0), v)
+                total = max(total, sum(now.values()))
+                if on_poll is not None and not killed and on_poll(p, time.perf_counter() - t0):
+                    _kill_tree(p.pid)
+                    killed = True
+                time.sleep(poll_s)
+        except BaseException:  # interrupted (SIGTERM via install_sigterm_exit, ^C): no orphans
+            _kill_tree(p.pid)
+            raise
         rc = p.wait()
     wall = time.perf_counter() - t0
     if len(peak) > 1:  # ranks present: the launcher is not a rank
