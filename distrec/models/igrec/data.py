@@ -7,9 +7,9 @@ v % W, fragment shuffle plus a bounded shuffle buffer, global step t = shard v's
 stream's pairs t for every v (past a shard's end: its wrap-around fill). Rank r reads only its
 shards' rows; the global batch of a step is the same set of pairs at any world size with
 P % W == 0, negatives drawn per (seed, epoch, step, shard) against the pair's positives in the
-shard's window. The step count is the user stream's, from Parquet footers (no collective); the
-group stream's global batch is the smallest multiple of P whose stream fits in that many steps
-(its shards wrap around after their end), so every group pair is seen at least once an epoch.
+shard's window. Steps = ceil(train pairs / data.batch_size), from Parquet footers (no
+collective); shard v's quota is ceil(n_v / steps) (:func:`balanced_stream`), for the group
+stream too, so every pair is seen once an epoch and the fill is under one quota per shard.
 
 Every training step carries the full-table KJT in ``full`` graph mode plus index tensors in
 ``Batch.dense``: ``users, pos`` [b], ``neg`` [b, K], ``groups, gpos`` [bg], ``gneg`` [bg, K] and
@@ -80,11 +80,27 @@ def lookup_kjt(ids: dict[str, np.ndarray]) -> tuple[KeyedJaggedTensor, torch.Ten
     return kjt, torch.tensor(n, dtype=torch.int64)
 
 
-def group_batch_for(plan: EdgePlan, steps: int) -> int:
-    """Smallest multiple of P whose equal shard quotas run every group shard in ``steps``."""
-    p = plan.partitions
-    most = max((plan.shard_rows(v) for v in range(p)), default=0)
-    return p * max(1, -(-most // max(steps, 1))) if most else 0
+def shard_quotas(plan: EdgePlan, steps: int) -> list[int]:
+    """Pairs per step of each shard, ``ceil(n_v / steps)``: every shard's stream ends within
+    ``steps`` and its wrap-around fill is less than one quota. (Equal quotas, as
+    :class:`RankStream` deals them, would repeat a small shard's pairs up to max n / n_v times an
+    epoch: 35 % fill on MaFengWo's user shards.)"""
+    return [-(-plan.shard_rows(v) // max(steps, 1)) for v in range(plan.partitions)]
+
+
+def balanced_stream(plan: EdgePlan, rank: int, world: int, steps: int, seed: int) -> RankStream:
+    """A :class:`RankStream` of ``plan`` whose shard quotas follow the shard sizes
+    (:func:`shard_quotas`). Footer counts only: the same quotas and step count on every rank and
+    at every world size. Rank batches may then differ in size, which RankStream's equal quotas
+    avoid for row-wise sharded lookups of the batch ids; IGRec's lookup is the full tables (or,
+    sampled, padded over the ranks), and its loss divides by the global counts."""
+    q = shard_quotas(plan, steps)
+    stream = RankStream(plan, rank, world, max(sum(q), plan.partitions), seed)
+    stream.quota = q
+    stream.steps = max(
+        (-(-plan.shard_rows(v) // q[v]) for v in range(plan.partitions) if q[v]), default=0
+    )
+    return stream
 
 
 class IGRecData(PayloadTraining, TaskData):
@@ -130,15 +146,17 @@ class IGRecData(PayloadTraining, TaskData):
         n_ui = self.plan.total_rows()
         if n_ui == 0:
             raise ValueError(f"{bundle_dir}: no train interactions of the target behavior")
-        self.global_batch = max(p, min(batch_size, n_ui))
-        self.stream = RankStream(self.plan, rank, world, self.global_batch, seed)
+        steps = -(-n_ui // max(p, min(batch_size, n_ui)))  # data.batch_size pairs a step
+        self.stream = balanced_stream(self.plan, rank, world, steps, seed)
         self.steps = self.stream.steps
+        self.global_batch = sum(self.stream.quota)
         gview = GraphPairs(self.bundle, GRAPH_GROUP_ITEM)
         self.gplan = EdgePlan(gview, [ALIAS], p, buffer_rows=buffer_rows)  # type: ignore[arg-type]
-        self.group_batch = group_batch_for(self.gplan, self.steps)
         self.gstream: RankStream | None = None
-        if self.group_batch:
-            self.gstream = RankStream(self.gplan, rank, world, self.group_batch, seed + GROUP_SEED)
+        self.group_batch = 0
+        if self.gplan.total_rows():
+            self.gstream = balanced_stream(self.gplan, rank, world, self.steps, seed + GROUP_SEED)
+            self.group_batch = sum(self.gstream.quota)
             assert self.gstream.steps <= self.steps
         self.eval_batch = max(world, (eval_batch_size // world) * world)
         counts = {"user": m.num_users, "item": m.num_items, "group": m.num_groups}
