@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 FEATURES = ("hist", "pos", "neg")
 PARTITION_FEATURES = ("cooc", "part_neg")
 _EVAL_SALT = {"valid": 1, "test": 2}
+_WHOLE_TABLE = ("seq_offsets", "seq_values", "target_pos", "sample_start")
 
 
 @dataclass
@@ -184,6 +185,18 @@ class SequenceData(PayloadTraining, TaskData):
                 table, self.plan.partitions, self.plan.total_rows(), self.num_items,
             )  # fmt: skip
             return
+        self._read_whole_sequences()
+        self.init_prefetch(opts.prefetch, opts.workers)
+        log.info(
+            "sequence data: %d users, %d training samples, %d items",
+            len(self.seq_offsets) - 1,
+            len(self.target_pos),
+            self.num_items,
+        )
+
+    def _read_whole_sequences(self) -> None:
+        """The whole ``sequences`` table on this rank (the stream=False path; streamed data reads
+        it only when a research / bench script asks for these attributes, see __getattr__)."""
         where = self.bundle.table_dir("sequences")
         table = self.bundle.table("sequences", ["user", "items"])
         self.seq_offsets, self.seq_values = list_column(table, "items", where)
@@ -194,13 +207,14 @@ class SequenceData(PayloadTraining, TaskData):
         keep = np.arange(len(self.seq_values)) > row_start  # position 0 has no history
         self.target_pos = np.flatnonzero(keep)
         self.sample_start = row_start[keep]
-        self.init_prefetch(opts.prefetch, opts.workers)
-        log.info(
-            "sequence data: %d users, %d training samples, %d items",
-            len(lens),
-            len(self.target_pos),
-            self.num_items,
-        )
+
+    def __getattr__(self, name: str) -> Any:
+        # Streamed data holds no whole table; research/ and bench/ scripts that index it
+        # (popularity counts, training-history eval probes) get it read on first use.
+        if name in _WHOLE_TABLE and self.__dict__.get("stream") is not None:
+            self._read_whole_sequences()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ---------------------------------------------------------------- training
     def train_source(self) -> tuple[str, str | None, str, list[str]]:
