@@ -248,7 +248,13 @@ def test_sequence_kill_and_resume_matches_uninterrupted(
     metrics equal an uninterrupted run's, and no batch before the saved position is built."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.distributed.launch import losses, metrics, run, torchrun_cmd
+    from tests.distributed.launch import (
+        kill_after_first_checkpoint,
+        losses,
+        metrics,
+        run,
+        torchrun_cmd,
+    )
 
     model, fixture, config, over = case
     port = 29692 + 3 * SEQ_CASES.index(case)
@@ -259,7 +265,9 @@ def test_sequence_kill_and_resume_matches_uninterrupted(
     with ThreadPoolExecutor(2) as pool:  # both at once: start-up dominates
         job = pool.submit(run, torchrun_cmd("distrec.train", [*args, f"run.dir={ref}"], 2, port))
         kill_after_first_checkpoint(
-            torchrun_cmd("distrec.train", [*args, f"run.dir={killed}"], 2, port + 1), killed
+            torchrun_cmd("distrec.train", [*args, f"run.dir={killed}"], 2, port + 1),
+            killed,
+            timeout_s=240,
         )
         job.result()
     latest = killed / "checkpoints" / (killed / "checkpoints" / "latest").read_text().strip()
@@ -286,37 +294,3 @@ def test_sequence_kill_and_resume_matches_uninterrupted(
     assert tail and all(
         r["loss"] == pytest.approx(refl[r["step"]], rel=1e-4, abs=1e-6) for r in tail
     )
-
-
-def kill_after_first_checkpoint(cmd: list[str], run_dir: Path) -> None:
-    """Start ``cmd`` (torchrun) and SIGKILL the launcher and its ranks as soon as a complete
-    checkpoint exists (the process-tree walk of test_engine_ranks)."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    from tests.distributed.launch import REPO, env
-    from tests.distributed.test_engine_ranks import _descendants, _state
-
-    p = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    latest = run_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + 240
-    try:
-        while not latest.exists():
-            assert p.poll() is None, "training ended before writing a checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.01)
-    finally:
-        ranks = _descendants(p.pid)
-        os.killpg(p.pid, signal.SIGKILL)
-        for pid in ranks:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.wait()
-        for pid in ranks:
-            while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
-                time.sleep(0.01)

@@ -14,10 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,8 +23,7 @@ import torch
 
 from distrec.data.bundle import Bundle
 from distrec.models.igrec.data import IGRecData
-from tests.distributed.launch import REPO, env, losses, metrics, run, torchrun_cmd
-from tests.distributed.test_engine_ranks import _descendants, _state
+from tests.distributed.launch import kill_after_first_checkpoint, losses, metrics, run, torchrun_cmd
 from tests.helpers.bundles import write_tiny_bundle
 from tests.helpers.torchrun import torchrun
 
@@ -157,34 +152,10 @@ def _cmd(bundle: Path, run_dir: Path, nproc: int, port: int, *extra: str) -> lis
     return torchrun_cmd("distrec.train", args, nproc, port)
 
 
-def _kill_after_first_checkpoint(cmd: list[str], run_dir: Path) -> None:
-    p = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    latest = run_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + 120
-    try:
-        while not latest.exists():
-            assert p.poll() is None, "training ended before writing a checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.02)
-    finally:
-        procs = _descendants(p.pid)  # torchrun starts each rank in its own session
-        os.killpg(p.pid, signal.SIGKILL)
-        for pid in procs:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.wait()
-        for pid in procs:
-            while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
-                time.sleep(0.01)
-
-
 def test_kill_and_resume_matches_uninterrupted(bundle: Path, tmp_path: Path) -> None:
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
     run(_cmd(bundle, ref_dir, 2, 29693))
-    _kill_after_first_checkpoint(_cmd(bundle, run_dir, 2, 29695), run_dir)
+    kill_after_first_checkpoint(_cmd(bundle, run_dir, 2, 29695), run_dir)
     latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
     position = json.loads((latest / "meta.json").read_text())["data"]
     assert position["step"] > 0  # a mid-epoch position

@@ -8,17 +8,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.distributed.launch import REPO, env, losses, metrics, torchrun_cmd, train
+from tests.distributed.launch import (
+    kill_after_first_checkpoint,
+    losses,
+    metrics,
+    torchrun_cmd,
+    train,
+)
 from tests.helpers.bundles import write_tiny_bundle
 
 EXTRA = ["run.checkpoint_every=16", "run.keep_checkpoints=3"]
@@ -61,73 +63,9 @@ def test_two_ranks_follow_one_rank_loss_curve(
 
 
 def _kill_after_first_checkpoint(bundle: Path, run_dir: Path, port: int) -> None:
-    cmd = torchrun_cmd(
-        "distrec.train",
-        [
-            "mf",
-            "--config",
-            "configs/tiny/mf.yaml",
-            f"data.bundle={bundle}",
-            f"run.dir={run_dir}",
-            *EXTRA,
-        ],
-        2,
-        port,
-    )
-    p = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    latest = run_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + 120
-    try:
-        while not latest.exists():
-            assert p.poll() is None, "training ended before writing a checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.02)
-    finally:
-        # the launcher and both ranks, mid-run: torchrun starts each rank in its own session, so
-        # killing the launcher's group alone leaves the ranks training on as orphans
-        ranks = _descendants(p.pid)
-        os.killpg(p.pid, signal.SIGKILL)
-        for pid in ranks:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.wait()
-        for pid in ranks:  # reaped by init; wait until they are gone
-            while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
-                time.sleep(0.01)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
-
-
-def _descendants(pid: int) -> list[int]:
-    """Process ids below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+    args = ["mf", "--config", "configs/tiny/mf.yaml", f"data.bundle={bundle}",
+            f"run.dir={run_dir}", *EXTRA]  # fmt: skip
+    kill_after_first_checkpoint(torchrun_cmd("distrec.train", args, 2, port), run_dir)
 
 
 @pytest.mark.parametrize("resume_world,port", [(2, 29512), (1, 29514)])
