@@ -39,6 +39,7 @@ from distrec.data.stream import (
     RankStream,
     ShardSlice,
     bundle_partitions,
+    check_layout,
 )
 from distrec.models.api import Batch, EvalQuery, TaskData
 
@@ -234,18 +235,9 @@ class InteractionData(PayloadTraining, TaskData):
 
     def check_state(self, state: dict[str, Any]) -> None:
         """Refuse to resume from a data position laid out differently (the stream would differ)."""
-        for k, mine in (
-            ("partitions", self.plan.partitions),
-            ("global_batch", self.batch_size),
-            ("buffer_rows", self.plan.buffer_rows),
-            ("seed", self.seed),
-        ):
-            if k in state and state[k] != mine:
-                raise SystemExit(
-                    f"resume: the checkpoint's data position has {k}={state[k]}, this run {mine}; "
-                    "resume with the same data.batch_size / data.partitions / data.shuffle_buffer / "
-                    "run.seed"
-                )
+        layout = {"partitions": self.plan.partitions, "global_batch": self.batch_size,
+                  "buffer_rows": self.plan.buffer_rows, "seed": self.seed}  # fmt: skip
+        check_layout(state, layout)
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benches: rows read per table, window loads, built batches."""

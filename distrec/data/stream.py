@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,18 @@ def bundle_partitions(bundle: Bundle, override: int = 0, global_batch: int = 0) 
     while global_batch and p > global_batch:
         p //= 2
     return p
+
+
+def check_layout(state: dict[str, Any], layout: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint's data position ``state`` laid out differently from
+    this run's ``layout`` (partitions, batch sizes, buffer rows, seed): the streams would differ."""
+    for k, mine in layout.items():
+        if k in state and state[k] != mine:
+            raise SystemExit(
+                f"resume: the checkpoint's data position has {k}={state[k]}, this run {mine}; "
+                "resume with the same data.batch_size / data.partitions / data.shuffle_buffer / "
+                "run.seed"
+            )
 
 
 @dataclass

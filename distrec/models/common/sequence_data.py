@@ -45,7 +45,7 @@ from distrec.data.loader import eval_sample, global_batches, num_steps, rank_sli
 from distrec.data.payloads import PayloadTraining
 from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
 from distrec.data.seq_stream import EvalShare, SeqPlan, SeqSlice, SeqStream
-from distrec.data.stream import DEFAULT_BUFFER_ROWS
+from distrec.data.stream import DEFAULT_BUFFER_ROWS, check_layout
 from distrec.models.api import Batch, EvalQuery, TaskData
 
 log = logging.getLogger(__name__)
@@ -333,13 +333,7 @@ class SequenceData(PayloadTraining, TaskData):
         """Refuse to resume from a data position laid out differently (the stream would differ)."""
         if self.stream is None:
             return
-        for k, mine in self._layout().items():
-            if k in state and state[k] != mine:
-                raise SystemExit(
-                    f"resume: the checkpoint's data position has {k}={state[k]}, this run {mine}; "
-                    "resume with the same data.batch_size / data.partitions / data.shuffle_buffer / "
-                    "run.seed"
-                )
+        check_layout(state, self._layout())
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benches: rows read per table, window loads, built batches."""

@@ -55,6 +55,7 @@ from distrec.data.stream import (
     RankStream,
     ShardSlice,
     bundle_partitions,
+    check_layout,
 )
 from distrec.graph.partition import block_size, own_rows
 from distrec.models.api import Batch, EvalQuery, TaskData
@@ -244,13 +245,7 @@ class IGRecData(PayloadTraining, TaskData):
 
     def check_state(self, state: dict[str, Any]) -> None:
         """Refuse to resume from a data position laid out differently (the streams would differ)."""
-        for k, mine in self._layout().items():
-            if k in state and state[k] != mine:
-                raise SystemExit(
-                    f"resume: the checkpoint's data position has {k}={state[k]}, this run {mine}; "
-                    "resume with the same data.batch_size / data.partitions / data.shuffle_buffer / "
-                    "run.seed"
-                )
+        check_layout(state, self._layout())
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benches: rows read per table, window loads, built batches."""
