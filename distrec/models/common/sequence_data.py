@@ -56,6 +56,21 @@ _EVAL_SALT = {"valid": 1, "test": 2}
 _WHOLE_TABLE = ("seq_offsets", "seq_values", "target_pos", "sample_start")
 
 
+def _cooc_features(
+    cooc: np.ndarray, part_neg: np.ndarray, b: int, feats: dict[str, Any], dense: dict[str, Any]
+) -> None:
+    """The partition loss's inputs of a batch of ``b`` samples: ``cooc`` [b] (a co-occurring item
+    per sample, -1 for none) as a 0/1-length jagged feature with its mask, and the batch's shared
+    ``part_neg`` negatives as one jagged row held by the first sample."""
+    has = cooc >= 0
+    feats["cooc"] = (cooc[has], has.astype(np.int64))
+    first = np.zeros(b, np.int64)
+    if b:
+        first[0] = len(part_neg)
+    feats["part_neg"] = (part_neg if b else part_neg[:0], first)
+    dense["cooc_mask"] = has.astype(np.float32)
+
+
 @dataclass
 class SequenceDataOptions:
     max_len: int = 20  # kappa: history window
@@ -295,13 +310,7 @@ class SequenceData(PayloadTraining, TaskData):
             u = rng.random(gb)[gp]
             cooc = sample_cooc(self.cooc, pos, None, self.cooc_cum, uniforms=u)
             part_neg = rng.integers(0, self.num_items, size=o.cooc_negatives)
-            has = cooc >= 0
-            feats["cooc"] = (cooc[has], has.astype(np.int64))
-            first = np.zeros(b, np.int64)
-            if b:
-                first[0] = o.cooc_negatives
-            feats["part_neg"] = (part_neg if b else part_neg[:0], first)
-            dense["cooc_mask"] = has.astype(np.float32)
+            _cooc_features(cooc, part_neg, b, feats, dense)
         return {"feats": feats, "dense": dense, "size": b}, parts
 
     # ------------------------------------------------- streamed data position (checkpoints)
@@ -396,13 +405,7 @@ class SequenceData(PayloadTraining, TaskData):
             all_pos = self.seq_values[self.target_pos[global_rows]]
             cooc = sample_cooc(self.cooc, all_pos, rng, self.cooc_cum)[sl]
             part_neg = rng.integers(0, self.num_items, size=o.cooc_negatives)
-            has = cooc >= 0
-            feats["cooc"] = (cooc[has], has.astype(np.int64))
-            first = np.zeros(b, np.int64)
-            if b:
-                first[0] = o.cooc_negatives
-            feats["part_neg"] = (part_neg if b else part_neg[:0], first)
-            dense["cooc_mask"] = has.astype(np.float32)
+            _cooc_features(cooc, part_neg, b, feats, dense)
         if noise is not None:
             dense["noise"] = np.ascontiguousarray(noise[sl])
         return {"feats": feats, "dense": dense, "size": b}
