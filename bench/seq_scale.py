@@ -101,13 +101,24 @@ def _eval(dmp, data, cfg, num_items: int, n_queries: int) -> dict:  # type: igno
 
     from distrec.eval.ranking import evaluate_split
     from distrec.models.api import Batch, EvalQuery
-    from distrec.models.common.sequence_data import make_kjt, windows
+    from distrec.models.common.sequence_data import make_kjt
 
-    rows = np.arange(min(n_queries, data.num_samples))
-    sl = data.local_slice(rows)
-    mine = rows[sl]
-    tp = data.target_pos[mine]
-    hist, hlen = windows(data.seq_values, data.sample_start[mine], tp, data.opts.max_len)
+    # this rank's first training samples of epoch 0 (streamed, its shards only): n_queries
+    # over all ranks, as many as the epoch holds
+    want = max(1, min(n_queries, data.num_samples) // data.world_size)
+    hs: list[np.ndarray] = []
+    ls: list[np.ndarray] = []
+    ps: list[np.ndarray] = []
+    for step in range(data.num_train_steps(0)):
+        if sum(len(p) for p in ps) >= want:
+            break
+        f = data.payload(0, step)["feats"]
+        hs.append(f["hist"][0])
+        ls.append(f["hist"][1])
+        ps.append(f["pos"][0])
+    hlen = np.concatenate(ls)[:want]
+    hist, pos = np.concatenate(hs)[: int(hlen.sum())], np.concatenate(ps)[:want]
+    mine = data.rank * want + np.arange(len(pos), dtype=np.int64)  # query ids
     dense = {}
     if data.opts.noise_dim:
         g = torch.Generator().manual_seed(0)
@@ -118,7 +129,7 @@ def _eval(dmp, data, cfg, num_items: int, n_queries: int) -> dict:  # type: igno
     q = EvalQuery(
         batch=batch,
         ids=torch.from_numpy(mine),
-        targets=[[int(x)] for x in data.seq_values[tp]],
+        targets=[[int(x)] for x in pos],
         exclude=[[] for _ in mine],
     )
     t0 = time.perf_counter()

@@ -62,7 +62,7 @@ def main() -> int:
     )
     data = SPEC.build_data(cfg, args.bundle, 0, 1)
     graph = data.bundle.graph(GRAPH_ITEM_COOC)
-    _, in_off, in_val, _, _ = data._eval_rows(args.split)
+    in_off, in_val = data.eval_share(args.split).cols["input"]  # one rank: every row
     hist, lengths = windows(in_val, in_off[:-1], in_off[1:], cfg.model.max_len)
     rng = np.random.default_rng(0)
     real, rand = [], []

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,8 @@ def evaluate(model: DisMIR, data: SequenceData, split: str) -> dict[str, float]:
 
 
 def popularity(data: SequenceData, split: str) -> dict[str, float]:
-    counts = np.bincount(data.seq_values, minlength=data.num_items)
+    items = pc.list_flatten(data.bundle.table("sequences", ["items"]).column("items"))
+    counts = np.bincount(items.to_numpy(), minlength=data.num_items)
     top = np.argsort(-counts, kind="stable")[: max(KS)]
     sums: dict[str, float] = {}
     n = 0

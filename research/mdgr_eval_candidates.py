@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,8 @@ def _metrics(scores: np.ndarray, n_pos: int, k: int) -> tuple[float, float]:
 
 def _popularity(data) -> np.ndarray:
     """Training popularity [N]: item counts over the training chunks' inputs and targets."""
-    vals = [data.chunks[c][1] for c in ("input", "targets")]
+    t = data.bundle.table("eval/chunks", ["input", "targets"], split="train")
+    vals = [pc.list_flatten(t.column(c)).to_numpy() for c in ("input", "targets")]
     return np.bincount(np.concatenate(vals), minlength=data.num_items).astype(np.float64)
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.parquet as pq
 
-from distrec.data.bundle import Bundle, check_ids, list_column
+from distrec.data.bundle import Bundle, list_column
 from distrec.data.loader import eval_sample
 from distrec.data.schema import BundleFormatError
 from distrec.data.stream import DEFAULT_BUFFER_ROWS, Fragment, RankStream, Window, bundle_partitions
@@ -228,14 +228,35 @@ class SeqSlice:
     users: np.ndarray
 
 
-def _windows(
+def windows(
     values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kappa: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``kappa`` entries of ``values[starts[b]:ends[b]]`` for every b, concatenated;
+    returns (flat ids, lengths [B])."""
     lengths = np.minimum(ends - starts, kappa).astype(np.int64)
     first = ends - lengths
     idx = np.repeat(first - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
     idx = idx + np.arange(int(lengths.sum()), dtype=np.int64)
     return values[idx], lengths
+
+
+def check_row_ids(
+    values: np.ndarray,
+    upper: int,
+    where: str,
+    field: str,
+    offsets: np.ndarray,
+    rows0: np.ndarray,
+) -> None:
+    """Raise :class:`BundleFormatError` for the first id outside ``[0, upper)`` of a list column
+    (values with ``offsets``, as :func:`distrec.data.bundle.check_ids`) over loaded rows whose
+    local row k is table row ``rows0[k]``: the error names the table row, not the window's."""
+    bad = np.flatnonzero((values < 0) | (values >= upper))
+    if bad.size:
+        row = int(rows0[np.searchsorted(offsets, bad[0], side="right") - 1])
+        raise BundleFormatError(
+            f"{where}: row {row}, field {field!r}: id {int(values[bad[0]])} outside [0, {upper})"
+        )
 
 
 class SeqStream(RankStream):
@@ -269,7 +290,7 @@ class SeqStream(RankStream):
         )
         for c, (off, val) in cols.items():
             if c not in ("ts", "input_ts"):
-                check_ids(val, plan.num_items, plan.where, c, off)
+                check_row_ids(val, plan.num_items, plan.where, c, off, rows0)
         lens = np.diff(cols[plan.columns[0]][0])
         if plan.kind == "windows":
             if plan.footer_only and np.any(lens == 0):
@@ -332,10 +353,10 @@ class SeqStream(RankStream):
             c_off, c_val = win.cols["candidates"]
             pos, neg = t_val[t_off[r] + t], c_val[c_off[r] + t]
             ts_col = "input_ts"
-        hist, hist_len = _windows(h_val, starts, ends, k)
+        hist, hist_len = windows(h_val, starts, ends, k)
         hist_ts = None
         if ts_col in win.cols:
-            hist_ts = _windows(win.cols[ts_col][1], starts, ends, k)[0]
+            hist_ts = windows(win.cols[ts_col][1], starts, ends, k)[0]
         return SeqSlice(v, hist, hist_len, hist_ts, pos, neg, win.rows0[r], t, fill, win.users[r])
 
     def step_slices(self, epoch: int, step: int) -> list[SeqSlice]:  # type: ignore[override]

@@ -21,16 +21,17 @@ a sharded EmbeddingCollection wants the same keys each call):
 standard normal (when ``noise_dim`` F > 0) for models that break symmetry with random
 initial routing logits.
 
-Every random quantity is drawn for the whole *global* batch from a generator seeded with
-(seed, epoch, step) and then sliced, so a run at 2 ranks sees exactly the samples, negatives and
-noise of a run at 1 rank. Tables are read with :class:`distrec.data.bundle.Bundle` and batches
-cut with :mod:`distrec.data.loader` (``drop_last``: every sample of a step is a real one).
+Samples are read rank-partitioned and streamed (:mod:`distrec.data.seq_stream`, the only
+reader): rank r loads only its shards' row groups, a shuffle window at a time. Every random
+quantity is drawn for the whole *global* batch from a generator seeded with (seed, epoch, step)
+and indexed at the rank's global positions, so a run at 2 ranks sees exactly the samples,
+negatives and noise of a run at 1 rank. Evaluation rows are rank shares of the eval table
+(:class:`distrec.data.seq_stream.EvalShare`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,12 +40,12 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from distrec.data.bundle import Bundle, check_ids, list_column
+from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
-from distrec.data.loader import eval_sample, global_batches, num_steps, rank_slice, step_rng
+from distrec.data.loader import step_rng
 from distrec.data.payloads import PayloadTraining
 from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
-from distrec.data.seq_stream import EvalShare, SeqPlan, SeqSlice, SeqStream
+from distrec.data.seq_stream import EvalShare, SeqPlan, SeqSlice, SeqStream, check_row_ids, windows
 from distrec.data.stream import DEFAULT_BUFFER_ROWS, check_layout
 from distrec.models.api import Batch, EvalQuery, TaskData
 
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 FEATURES = ("hist", "pos", "neg")
 PARTITION_FEATURES = ("cooc", "part_neg")
 _EVAL_SALT = {"valid": 1, "test": 2}
-_WHOLE_TABLE = ("seq_offsets", "seq_values", "target_pos", "sample_start")
 
 
 def _cooc_features(
@@ -86,17 +86,8 @@ class SequenceDataOptions:
     eval_max_users: int = 0  # > 0: a seeded sample of at most this many eval rows (eval.max_users)
     prefetch: int = 0  # payloads built ahead (data.prefetch; distrec.data.payloads)
     workers: int = 0  # > 0: built in a worker process (data.num_workers)
-    # True (the engine's default, build_*_data): rank-partitioned streaming (distrec.data.
-    # seq_stream); False: every rank reads the whole table (the direct-construction default)
-    stream: bool = False
     partitions: int = 0  # data.partitions (0: the manifest's)
     shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # samples per shuffle window and shard
-
-
-def _effective_batch(num_rows: int, global_batch: int) -> int:
-    """The last partial global batch is dropped, except when it is the only one: a data set
-    smaller than one global batch still trains, as one batch of all its rows."""
-    return min(global_batch, num_rows) if num_rows else global_batch
 
 
 def sample_cooc(
@@ -129,18 +120,6 @@ def sample_cooc(
     return out
 
 
-def windows(
-    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, kappa: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The last ``kappa`` entries of ``values[starts[b]:ends[b]]`` for every b, concatenated;
-    returns (flat ids, lengths [B])."""
-    lengths = np.minimum(ends - starts, kappa).astype(np.int64)
-    first = ends - lengths
-    idx = np.repeat(first - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    idx = idx + np.arange(int(lengths.sum()), dtype=np.int64)
-    return values[idx], lengths
-
-
 def make_kjt(
     features: dict[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str, ...], batch: int
 ) -> KeyedJaggedTensor:
@@ -171,65 +150,27 @@ class SequenceData(PayloadTraining, TaskData):
         self.manifest = self.bundle.manifest
         self.num_items = self.manifest.num_items
         self.keys = FEATURES + (PARTITION_FEATURES if opts.cooc_negatives > 0 else ())
-        # Equal per-rank slices keep "mean over the local batch, averaged over ranks" equal to
-        # the mean over the global batch.
-        self.global_batch = max(world_size, opts.batch_size // world_size * world_size)
         self.cooc: Csr | None = None
         self.cooc_cum = np.zeros(0)
         if opts.cooc_negatives > 0:  # item x item: a catalogue table, not training rows
             self.cooc = self.bundle.graph(GRAPH_ITEM_COOC)
             self.cooc_cum = np.cumsum(self.cooc.weights, dtype=np.float64)
-        self._eval_cache: dict[str, tuple[np.ndarray, ...]] = {}
         self._shares: dict[str, EvalShare] = {}
-        self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
-        self.stream: SeqStream | None = None
-        if opts.stream:
-            table, split, kind, columns = self.train_source()
-            self.plan = SeqPlan(
-                self.bundle, table, kind=kind, columns=columns, split=split,
-                partitions=opts.partitions, global_batch=opts.batch_size,
-                buffer_rows=opts.shuffle_buffer,
-            )  # fmt: skip
-            self.stream = SeqStream(
-                self.plan, rank, world_size, opts.batch_size, opts.seed, opts.max_len
-            )
-            self.global_batch = opts.batch_size
-            self.init_prefetch(opts.prefetch, opts.workers)
-            log.info(
-                "sequence data (streamed, %s): %d shards, %d training samples (footers), %d items",
-                table, self.plan.partitions, self.plan.total_rows(), self.num_items,
-            )  # fmt: skip
-            return
-        self._read_whole_sequences()
+        table, split, kind, columns = self.train_source()
+        self.plan = SeqPlan(
+            self.bundle, table, kind=kind, columns=columns, split=split,
+            partitions=opts.partitions, global_batch=opts.batch_size,
+            buffer_rows=opts.shuffle_buffer,
+        )  # fmt: skip
+        self.stream = SeqStream(
+            self.plan, rank, world_size, opts.batch_size, opts.seed, opts.max_len
+        )
+        self.global_batch = opts.batch_size
         self.init_prefetch(opts.prefetch, opts.workers)
         log.info(
-            "sequence data: %d users, %d training samples, %d items",
-            len(self.seq_offsets) - 1,
-            len(self.target_pos),
-            self.num_items,
-        )
-
-    def _read_whole_sequences(self) -> None:
-        """The whole ``sequences`` table on this rank (the stream=False path; streamed data reads
-        it only when a research / bench script asks for these attributes, see __getattr__)."""
-        where = self.bundle.table_dir("sequences")
-        table = self.bundle.table("sequences", ["user", "items"])
-        self.seq_offsets, self.seq_values = list_column(table, "items", where)
-        check_ids(self.seq_values, self.num_items, where, "items", self.seq_offsets)
-        # Sample s predicts seq_values[target_pos[s]] from the window ending there.
-        lens = np.diff(self.seq_offsets)
-        row_start = np.repeat(self.seq_offsets[:-1], lens)
-        keep = np.arange(len(self.seq_values)) > row_start  # position 0 has no history
-        self.target_pos = np.flatnonzero(keep)
-        self.sample_start = row_start[keep]
-
-    def __getattr__(self, name: str) -> Any:
-        # Streamed data holds no whole table; research/ and bench/ scripts that index it
-        # (popularity counts, training-history eval probes) get it read on first use.
-        if name in _WHOLE_TABLE and self.__dict__.get("stream") is not None:
-            self._read_whole_sequences()
-            return self.__dict__[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            "sequence data (%s): %d shards, %d training samples (footers), %d items",
+            table, self.plan.partitions, self.plan.total_rows(), self.num_items,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- training
     def train_source(self) -> tuple[str, str | None, str, list[str]]:
@@ -238,45 +179,22 @@ class SequenceData(PayloadTraining, TaskData):
 
     @property
     def num_samples(self) -> int:
-        if self.stream is not None:
-            return self.plan.total_rows()
-        return len(self.target_pos)
+        """Training samples of the whole table (all ranks), from footers."""
+        return self.plan.total_rows()
 
     def num_train_steps(self, epoch: int) -> int:
-        if self.stream is not None:
-            return self.stream.num_steps()
-        n = self.num_samples
-        return num_steps(n, _effective_batch(n, self.global_batch), drop_last=True) if n else 0
-
-    def epoch_global_batches(self, epoch: int) -> list[np.ndarray]:
-        """Sample indices of every global batch of ``epoch`` (int64 [G] each); the same at any
-        world size."""
-        n = self.num_samples
-        g = _effective_batch(n, self.global_batch)
-        return global_batches(n, g, self.opts.seed, epoch, drop_last=True)
-
-    def local_slice(self, global_rows: np.ndarray) -> slice:
-        """This rank's contiguous part of a global batch (or of a global evaluation step)."""
-        return rank_slice(len(global_rows), self.rank, self.world_size)
-
-    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """``epoch_global_batches(epoch)``, kept for the running epoch (one permutation)."""
-        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            self._epoch_cache = (epoch, self.epoch_global_batches(epoch))
-        return self._epoch_cache[1]
+        return self.stream.num_steps()
 
     def payload(self, epoch: int, step: int) -> dict[str, Any]:
-        """This rank's numpy payload of global step ``step`` (see :meth:`train_payload`)."""
-        if self.stream is not None:
-            return self.stream_payload(epoch, step)[0]
-        return self.train_payload(self._epoch_batches(epoch)[step], epoch, step)
+        """This rank's numpy payload of global step ``step`` (see :meth:`stream_payload`)."""
+        return self.stream_payload(epoch, step)[0]
 
     def stream_payload(self, epoch: int, step: int) -> tuple[dict[str, Any], list[SeqSlice]]:
-        """The streamed payload of global step ``step`` (own shards' samples, in shard order)
-        and the slices it came from. Random draws are made for the whole global batch from the
+        """numpy ``{"feats": {key: (values, lengths)}, "dense": {name: array}, "size": b}`` of
+        this rank's part of global step ``step`` (own shards' samples, in shard order) and the
+        slices it came from. Random draws are made for the whole global batch from the
         (seed, epoch, step) generator and indexed at this rank's global positions, so they do
         not depend on W."""
-        assert self.stream is not None
         o, st = self.opts, self.stream
         parts = st.step_slices(epoch, step)
         gp = st.global_positions
@@ -291,6 +209,9 @@ class SequenceData(PayloadTraining, TaskData):
             neg_len = np.ones(b, np.int64)
         else:
             if o.negative_pool > 0:
+                # shared negatives: every sample's candidates come from one uniform pool per
+                # step, so each candidate is still uniform over the items but a step touches at
+                # most negative_pool rows of the table instead of gb * num_candidates
                 pool = rng.integers(0, self.num_items, size=o.negative_pool)
                 g_neg = pool[rng.integers(0, o.negative_pool, size=(gb, o.num_candidates))]
             else:
@@ -315,12 +236,10 @@ class SequenceData(PayloadTraining, TaskData):
 
     # ------------------------------------------------- streamed data position (checkpoints)
     def warm(self, epoch: int, step: int) -> None:
-        if self.stream is not None:
-            self.stream.step_slices(epoch, step)  # the shards' windows of that step, cached
+        self.stream.step_slices(epoch, step)  # the shards' windows of that step, cached
 
     def after_epoch(self, epoch: int) -> None:
-        if self.stream is not None:  # the next epoch's first windows while the trainer validates
-            self.stream.step_slices(epoch + 1, 0)
+        self.stream.step_slices(epoch + 1, 0)  # the next epoch's first windows while validating
 
     def _layout(self) -> dict[str, Any]:
         return {
@@ -330,33 +249,27 @@ class SequenceData(PayloadTraining, TaskData):
             "seed": self.opts.seed,
         }
 
-    def data_state(self, epoch: int, step: int) -> dict[str, Any] | None:
+    def data_state(self, epoch: int, step: int) -> dict[str, Any]:
         """The data position before global step ``step`` of ``epoch`` (checkpoint meta): the
-        stream layout plus this rank's shard cursors (streamed data only)."""
-        if self.stream is None:
-            return {"epoch": epoch, "step": step}
+        stream layout plus this rank's shard cursors."""
         return {"epoch": epoch, "step": step, **self._layout(),
                 "shards": self.stream.position(epoch, step)}  # fmt: skip
 
     def check_state(self, state: dict[str, Any]) -> None:
         """Refuse to resume from a data position laid out differently (the stream would differ)."""
-        if self.stream is None:
-            return
         check_layout(state, self._layout())
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benches: rows read per table, window loads, built batches."""
-        out: dict[str, Any] = {
+        return {
             "rank": self.rank,
             "world_size": self.world_size,
             "rows_read": dict(self.bundle.rows_read),
             "built": {str(e): c for e, c in self.built.items()},
             "steps": self.num_train_steps(0),
+            "shards": self.stream.shards,
+            "window_reads": [list(r) for r in self.stream.reads],
         }
-        if self.stream is not None:
-            out["shards"] = self.stream.shards
-            out["window_reads"] = [list(r) for r in self.stream.reads]
-        return out
 
     def to_batch(self, payload: dict[str, Any]) -> Batch:
         feats, dense, b = payload["feats"], payload["dense"], payload["size"]
@@ -366,85 +279,14 @@ class SequenceData(PayloadTraining, TaskData):
             size=b,
         )
 
-    def train_batch(self, global_rows: np.ndarray, epoch: int, step: int) -> Batch:
-        """This rank's part of the global batch ``global_rows`` (sample indices)."""
-        return self.to_batch(self.train_payload(global_rows, epoch, step))
-
-    def train_payload(self, global_rows: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
-        """numpy ``{"feats": {key: (values, lengths)}, "dense": {name: array}, "size": b}`` of
-        this rank's part of the global batch ``global_rows``."""
-        o = self.opts
-        rng = step_rng(o.seed, epoch, step, 0x5E9)
-        gb = len(global_rows)
-        if o.negative_pool > 0:
-            # shared negatives: every sample's candidates come from one uniform pool per step,
-            # so each candidate is still uniform over the items but a step touches at most
-            # negative_pool rows of the table instead of gb * num_candidates
-            pool = rng.integers(0, self.num_items, size=o.negative_pool)
-            neg = pool[rng.integers(0, o.negative_pool, size=(gb, o.num_candidates))]
-        else:
-            neg = rng.integers(0, self.num_items, size=(gb, o.num_candidates))
-        noise = (
-            rng.standard_normal((gb, o.max_len, o.noise_dim), dtype=np.float32)
-            if o.noise_dim
-            else None
-        )
-        sl = self.local_slice(global_rows)
-        rows = global_rows[sl]
-        b = len(rows)
-        tp = self.target_pos[rows]
-        hist, hist_len = windows(self.seq_values, self.sample_start[rows], tp, o.max_len)
-        pos = self.seq_values[tp]
-        feats = {
-            "hist": (hist, hist_len),
-            "pos": (pos, np.ones(b, np.int64)),
-            "neg": (neg[sl].reshape(-1), np.full(b, o.num_candidates, np.int64)),
-        }
-        dense: dict[str, np.ndarray] = {}
-        if self.cooc is not None:
-            all_pos = self.seq_values[self.target_pos[global_rows]]
-            cooc = sample_cooc(self.cooc, all_pos, rng, self.cooc_cum)[sl]
-            part_neg = rng.integers(0, self.num_items, size=o.cooc_negatives)
-            _cooc_features(cooc, part_neg, b, feats, dense)
-        if noise is not None:
-            dense["noise"] = np.ascontiguousarray(noise[sl])
-        return {"feats": feats, "dense": dense, "size": b}
-
     # -------------------------------------------------------------- evaluation
-    def _eval_rows(self, split: str) -> tuple[np.ndarray, ...]:
-        if split not in self._eval_cache:
-            name = f"eval/{self.opts.protocol}"
-            where = self.bundle.table_dir(name) / f"split={split}"
-            table = self.bundle.table(name, ["user", "input", "targets"], split=split)
-            users = np.asarray(table.column("user").to_numpy(), dtype=np.int64)
-            in_off, in_val = list_column(table, "input", where)
-            t_off, t_val = list_column(table, "targets", where)
-            check_ids(in_val, self.num_items, where, "input", in_off)
-            check_ids(t_val, self.num_items, where, "targets", t_off)
-            self._eval_cache[split] = (users, in_off, in_val, t_off, t_val)
-        return self._eval_cache[split]
-
-    def eval_positions(self, split: str) -> np.ndarray:
-        """Row positions [n] of ``split``'s eval table that are evaluated: all of them, or the
-        ``eval_max_users`` sample (sorted, the same on every rank and world size)."""
-        n = len(self._eval_rows(split)[0])
-        keep = eval_sample(n, self.opts.eval_max_users, self.opts.seed, split)
-        return np.arange(n, dtype=np.int64) if keep is None else keep
-
-    def eval_step_rows(self, split: str, step: int) -> np.ndarray:
-        """Eval-table row positions of global evaluation step ``step`` (all ranks' queries)."""
-        eb = self.opts.eval_batch_size
-        return self.eval_positions(split)[step * eb : (step + 1) * eb]
-
     def num_eval_steps(self, split: str) -> int:
-        if self.stream is not None:
-            return self.eval_share(split).num_steps()
-        return math.ceil(len(self.eval_positions(split)) / self.opts.eval_batch_size)
+        return self.eval_share(split).num_steps()
 
     eval_columns: tuple[str, ...] = ("input", "targets")
 
     def eval_share(self, split: str) -> EvalShare:
-        """This rank's share of ``split``'s eval rows (streamed data; read once, cached)."""
+        """This rank's share of ``split``'s eval rows (read once, cached)."""
         if split not in self._shares:
             o = self.opts
             share = EvalShare(
@@ -454,7 +296,7 @@ class SequenceData(PayloadTraining, TaskData):
             for c in ("input", "targets", "candidates"):
                 if c in share.cols:
                     off, val = share.cols[c]
-                    check_ids(val, self.num_items, share.where, c, off)
+                    check_row_ids(val, self.num_items, share.where, c, off, share.row0s)
             self._shares[split] = share
         return self._shares[split]
 
@@ -462,40 +304,27 @@ class SequenceData(PayloadTraining, TaskData):
         self, split: str, step: int
     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray, np.ndarray | None]:
         """(columns of this rank's eval rows, users, local rows of step ``step``, noise [b, L, F]
-        or None). Streamed: the rank's share, noise drawn per block of 1,024 global rows
-        (W-independent); whole table: the rank slice of the global step, noise per global step."""
+        or None). Noise is drawn per block of 1,024 global eval rows, so a query's noise does
+        not depend on W."""
         o = self.opts
         salt = _EVAL_SALT.get(split, 3)
-        if self.stream is not None:
-            share = self.eval_share(split)
-            rows = share.step_rows(step)
-            noise = None
-            if o.noise_dim:
-                gpos = share.row0s[rows]
-                noise = np.zeros((len(rows), o.max_len, o.noise_dim), np.float32)
-                for blk in np.unique(gpos // 1024):
-                    m = gpos // 1024 == blk
-                    z = step_rng(o.seed, salt, int(blk), 0xE7A2).standard_normal(
-                        (1024, o.max_len, o.noise_dim), dtype=np.float32
-                    )
-                    noise[m] = z[gpos[m] % 1024]
-            return share.cols, share.users, rows, noise
-        users, in_off, in_val, t_off, t_val = self._eval_rows(split)
-        global_rows = self.eval_step_rows(split, step)
-        rng = step_rng(o.seed, salt, step, 0xE7A1)
-        g_noise = (
-            rng.standard_normal((len(global_rows), o.max_len, o.noise_dim), dtype=np.float32)
-            if o.noise_dim
-            else None
-        )
-        sl = self.local_slice(global_rows)
-        noise = None if g_noise is None else np.ascontiguousarray(g_noise[sl])
-        cols = {"input": (in_off, in_val), "targets": (t_off, t_val)}
-        return cols, users, global_rows[sl], noise
+        share = self.eval_share(split)
+        rows = share.step_rows(step)
+        noise = None
+        if o.noise_dim:
+            gpos = share.row0s[rows]
+            noise = np.zeros((len(rows), o.max_len, o.noise_dim), np.float32)
+            for blk in np.unique(gpos // 1024):
+                m = gpos // 1024 == blk
+                z = step_rng(o.seed, salt, int(blk), 0xE7A2).standard_normal(
+                    (1024, o.max_len, o.noise_dim), dtype=np.float32
+                )
+                noise[m] = z[gpos[m] % 1024]
+        return share.cols, share.users, rows, noise
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
-        """This rank's slice of each global evaluation batch; every rank yields the same count.
-        ``exclude`` is empty by default: the ComiRec protocol ranks every item."""
+        """This rank's queries of each global evaluation step (its shards' rows); every rank
+        yields the same count. ``exclude`` is empty by default: the ComiRec protocol ranks every item."""
         if task != "user":
             raise ValueError(f"sequence data has only the 'user' task, not {task!r}")
         o = self.opts
@@ -553,7 +382,6 @@ def build_sequence_data(
         eval_max_users=cfg.eval.max_users,
         prefetch=cfg.data.prefetch,
         workers=cfg.data.num_workers,
-        stream=True,
         partitions=cfg.data.partitions,
         shuffle_buffer=cfg.data.shuffle_buffer,
         **extra,

@@ -35,7 +35,7 @@ def chunks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _opts(**kw: Any) -> SequenceDataOptions:
     base: dict[str, Any] = dict(
         max_len=5, num_candidates=3, cooc_negatives=7, noise_dim=2, batch_size=16,
-        eval_batch_size=4, seed=3, stream=True, partitions=4,
+        eval_batch_size=4, seed=3, partitions=4,
     )  # fmt: skip
     base.update(kw)
     return SequenceDataOptions(**base)

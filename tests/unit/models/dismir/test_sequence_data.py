@@ -1,9 +1,12 @@
 """The shared sequence adapter (distrec.models.common): windows, world-size invariance, the
-co-occurrence sampler, user_holdout evaluation rows and bad-input errors."""
+co-occurrence sampler, user_holdout evaluation rows and bad-input errors, on a one-row-group
+bundle (the streamed reader's row-range layout; the row-group layout: tests/unit/data/
+test_seq_stream.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +16,7 @@ import torch
 
 from distrec.data.bundle import Bundle
 from distrec.data.schema import SEQUENCES, BundleFormatError
+from distrec.models.api import Batch
 from distrec.models.common.sequence_data import SequenceData, SequenceDataOptions, sample_cooc
 from tests.unit.models.dismir.seq_bundle import write_seq_bundle
 
@@ -38,6 +42,24 @@ def _opts(**kw: object) -> SequenceDataOptions:
 
 def _sequences(bundle: Path) -> list[list[int]]:
     return Bundle(bundle).table("sequences").column("items").to_pylist()
+
+
+def _samples(batch: Batch) -> list[tuple[object, ...]]:
+    """Every sample of a training batch, in batch order, as (history, positive, negatives,
+    co-occurring item or None, noise)."""
+    kjt = batch.sparse["ec"]
+
+    def rows(key: str) -> list[list[int]]:
+        f = kjt[key]
+        return [r.tolist() for r in torch.split(f.values(), f.lengths().tolist())]
+
+    cooc = rows("cooc")
+    return [
+        (tuple(h), p[0], tuple(n), c[0] if c else None, batch.dense["noise"][i].tolist())
+        for i, (h, p, n, c) in enumerate(
+            zip(rows("hist"), rows("pos"), rows("neg"), cooc, strict=True)
+        )
+    ]
 
 
 def test_training_windows_are_the_last_kappa_items_before_the_target(bundle: Path) -> None:
@@ -67,22 +89,25 @@ def test_two_ranks_see_the_global_batch_of_one_rank(bundle: Path) -> None:
     for b1, b20, b21 in zip(
         one.train_batches(1), two[0].train_batches(1), two[1].train_batches(1), strict=True
     ):
-        k1, k20, k21 = (b.sparse["ec"] for b in (b1, b20, b21))
-        for key in ("hist", "pos", "neg", "cooc"):
-            torch.testing.assert_close(
-                k1[key].values(), torch.cat([k20[key].values(), k21[key].values()])
-            )
-            torch.testing.assert_close(
-                k1[key].lengths(), torch.cat([k20[key].lengths(), k21[key].lengths()])
-            )
+        # each rank's samples sit at its global positions of the batch: put together there,
+        # they are the one-rank batch, sample for sample (history, positive, negatives, cooc
+        # draw, noise)
+        merged: list[Any] = [None] * b1.size
+        for d, b in ((two[0], b20), (two[1], b21)):
+            assert b.size == b1.size // 2
+            for g, sample in zip(d.stream.global_positions, _samples(b), strict=True):
+                merged[int(g)] = sample
+        assert merged == _samples(b1)
+        torch.testing.assert_close(
+            b1.dense["cooc_mask"], torch.tensor([float(s[3] is not None) for s in merged])
+        )
         # shared partition negatives: every rank holds the global batch's list
+        k1, k20, k21 = (b.sparse["ec"] for b in (b1, b20, b21))
         assert (
             k1["part_neg"].values().tolist()
             == k20["part_neg"].values().tolist()
             == k21["part_neg"].values().tolist()
         )
-        for key in b1.dense:
-            torch.testing.assert_close(b1.dense[key], torch.cat([b20.dense[key], b21.dense[key]]))
     # a different epoch reshuffles
     e0 = next(iter(one.train_batches(0))).sparse["ec"]["pos"].values()
     e1 = next(iter(one.train_batches(1))).sparse["ec"]["pos"].values()
@@ -114,6 +139,9 @@ def test_eval_queries_cover_every_row_once_with_equal_counts_per_rank(bundle: Pa
         for q in queries:
             hist = q.batch.sparse["ec"]["hist"]
             assert q.batch.sparse["ec"]["pos"].values().numel() == 0
+            if q.batch.size == 0:  # a step without own rows: one empty padding query, no ids
+                assert hist.lengths().tolist() == [0] and q.ids.numel() == 0 and not q.targets
+                continue
             for u, h, t in zip(
                 q.ids.tolist(),
                 torch.split(hist.values(), hist.lengths().tolist()),
@@ -132,22 +160,37 @@ def test_item_batch_carries_only_pos(bundle: Path) -> None:
 
 
 def test_bad_item_id_names_file_row_and_field(bundle: Path) -> None:
-    t = pa.table(
-        {"user": [0, 1], "items": [[1, 2], [3, 999]], "ts": [[0, 1], [0, 1]]}, schema=SEQUENCES
-    )
-    pq.write_table(t, bundle / "sequences" / "part-00000.parquet")
-    with pytest.raises(BundleFormatError, match=r"sequences: row 1, field 'items': id 999"):
-        SequenceData(str(bundle), _opts())
+    f = bundle / "sequences" / "part-00000.parquet"
+    rows = pq.read_table(f).to_pylist()
+    rows[30]["items"][2] = 999  # table row 30: inside a shard's window, not its first row
+    pq.write_table(pa.Table.from_pylist(rows, schema=SEQUENCES), f)
+    data = SequenceData(str(bundle), _opts())  # reads footers only
+    with pytest.raises(BundleFormatError, match=r"sequences: row 30, field 'items': id 999"):
+        for step in range(data.num_train_steps(0)):
+            data.payload(0, step)
 
 
-def test_epoch_drops_the_partial_batch_unless_it_is_the_only_one(bundle: Path) -> None:
+def test_epoch_is_every_sample_once_then_the_fill(bundle: Path) -> None:
+    """Steps from the footer counts: the fullest shard's samples over its quota; every global
+    batch is full, every sample comes once per epoch, the rest of a batch is wrap-around fill."""
+    seqs = _sequences(bundle)
+    want = {(r, t) for r, s in enumerate(seqs) for t in range(1, len(s))}
     data = SequenceData(str(bundle), _opts(cooc_negatives=0, noise_dim=0))
+    st = data.stream
     n = data.num_samples
-    batches = data.epoch_global_batches(2)
-    assert len(batches) == data.num_train_steps(2) == n // 16
-    rows = np.concatenate(batches)
-    assert all(len(b) == 16 for b in batches) and len(np.unique(rows)) == len(rows)
-    # a data set smaller than one global batch trains as one batch of every sample
-    big = SequenceData(str(bundle), _opts(batch_size=4 * n), rank=1, world_size=2)
-    (only,) = big.epoch_global_batches(0)
-    assert big.num_train_steps(0) == 1 and sorted(only.tolist()) == list(range(n))
+    assert n == len(want)
+    steps = max(-(-data.plan.shard_rows(v) // st.quota[v]) for v in range(data.plan.partitions))
+    assert data.num_train_steps(2) == steps
+    real: list[tuple[int, int]] = []
+    for step in range(steps):
+        parts = st.step_slices(2, step)
+        assert sum(len(p.pos) for p in parts) == 16
+        real += [(int(r), int(t)) for p in parts for r, t, f in zip(p.row, p.t, p.fill, strict=True) if not f]
+    assert len(real) == n and set(real) == want
+    # a data set smaller than one global batch trains as one step holding every sample
+    big = SequenceData(str(bundle), _opts(batch_size=4 * n, partitions=4), rank=1, world_size=2)
+    assert big.num_train_steps(0) == 1
+    both = [big, SequenceData(str(bundle), _opts(batch_size=4 * n, partitions=4), 0, 2)]
+    got = [(int(r), int(t)) for d in both for p in d.stream.step_slices(0, 0)
+           for r, t, f in zip(p.row, p.t, p.fill, strict=True) if not f]  # fmt: skip
+    assert sorted(got) == sorted(want)

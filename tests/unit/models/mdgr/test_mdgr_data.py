@@ -50,10 +50,12 @@ def _write(root: Path, users: int = 6, items: int = 40, length: int = 12) -> Non
     ).write(str(root))
 
 
-def _data(root: Path, rank: int = 0, world: int = 1) -> MDGRData:
+def _data(root: Path, rank: int = 0, world: int = 1, batch_size: int = 8) -> MDGRData:
+    # 2 shards of the 6 one-row-group chunks (3 chunks, 9 samples each)
     opts = SequenceDataOptions(
-        max_len=5, num_candidates=2, batch_size=8, eval_batch_size=4, protocol="chunks"
-    )
+        max_len=5, num_candidates=2, batch_size=batch_size, eval_batch_size=4, protocol="chunks",
+        partitions=2,
+    )  # fmt: skip
     return MDGRData(str(root), opts, rank, world)
 
 
@@ -68,14 +70,17 @@ def test_train_batches_carry_days_and_split_by_rank(tmp_path: Path) -> None:
     one = _data(tmp_path)
     halves = [_data(tmp_path, r, 2) for r in range(2)]
     assert one.num_train_steps(0) == halves[0].num_train_steps(0) == halves[1].num_train_steps(0)
-    b1 = next(iter(one.train_batches(0)))
-    parts = [next(iter(h.train_batches(0))) for h in halves]
-    days = b1.dense["hist_days"]
-    assert days.shape == (8, 5) and (days >= 0).all()
-    # the newest history item has recency 0
-    lengths = b1.sparse["ec"]["hist"].lengths()
-    assert torch.all(days[torch.arange(8), lengths - 1] == 0)
-    torch.testing.assert_close(torch.cat([p.dense["hist_days"] for p in parts]), days)
+    for b1, *parts in zip(one.train_batches(0), *(h.train_batches(0) for h in halves), strict=True):
+        days = b1.dense["hist_days"]
+        assert days.shape == (8, 5) and (days >= 0).all()
+        # the newest history item has recency 0
+        lengths = b1.sparse["ec"]["hist"].lengths()
+        assert torch.all(days[torch.arange(8), lengths - 1] == 0)
+        # each rank's rows sit at its global positions of the one-rank batch
+        merged = torch.zeros_like(days)
+        for h, p in zip(halves, parts, strict=True):
+            merged[torch.from_numpy(h.stream.global_positions)] = p.dense["hist_days"]
+        torch.testing.assert_close(merged, days)
 
 
 def test_chunk_queries_rank_targets_among_their_negatives(tmp_path: Path) -> None:
@@ -91,19 +96,21 @@ def test_chunk_queries_rank_targets_among_their_negatives(tmp_path: Path) -> Non
 
 def test_chunk_training_samples_pair_each_target_with_its_negative(tmp_path: Path) -> None:
     _write(tmp_path)
-    data = _data(tmp_path)
+    data = _data(tmp_path, batch_size=18)  # the whole epoch in one step
     # 6 chunks, each min(6 targets, 3 negatives) = 3 samples
-    assert data.num_samples == 18
-    rows = np.arange(18)
-    batch = data.train_batch(rows, epoch=0, step=0)
-    kjt = batch.sparse["ec"]
-    pos, neg = kjt["pos"].values(), kjt["neg"].values()
-    table = pa.Table.from_batches(
-        pq.read_table(tmp_path / "eval" / "chunks" / "split=train" / "part-0.parquet").to_batches()
-    )
+    assert data.num_samples == 18 and data.num_train_steps(0) == 1
+    table = pq.read_table(tmp_path / "eval" / "chunks" / "split=train" / "part-0.parquet")
     targets, cands = table.column("targets").to_pylist(), table.column("candidates").to_pylist()
-    expect_pos = [targets[c][j] for c in range(6) for j in range(3)]
-    expect_neg = [cands[c][j] for c in range(6) for j in range(3)]
-    assert pos.tolist() == expect_pos and neg.tolist() == expect_neg
+    batch = next(iter(data.train_batches(0)))
+    kjt = batch.sparse["ec"]
+    pos, neg = kjt["pos"].values().tolist(), kjt["neg"].values().tolist()
+    # every (chunk, j) once: its j-th target with its j-th negative, as the batch carries them
+    got = [
+        (int(c), int(j))
+        for s in data.stream.step_slices(0, 0)
+        for c, j in zip(s.row, s.t, strict=True)
+    ]
+    assert sorted(got) == [(c, j) for c in range(6) for j in range(3)]
+    assert list(zip(pos, neg, strict=True)) == [(targets[c][j], cands[c][j]) for c, j in got]
     assert kjt["hist"].lengths().tolist() == [5] * 18  # the last max_len of the 6 inputs
     assert batch.dense["hist_days"].shape == (18, 5)
