@@ -15,6 +15,13 @@ with a variable batch per feature: ``n_user`` bags of ``user``, ``n_item`` of ``
 ``neg``, one local row per bag. Its output is the [n_user + n_item, D] block of own rows in local
 order; its backward runs the same fused optimizer update TorchRec's lookup would (same rows,
 same gradients), and nothing crosses ranks.
+
+Gradient scale: TorchRec's sharded lookup divides the gradients its collectives carry back by the
+world size (``torchrec.distributed.comm_ops.GRADIENT_DIVISION``, on by default), so a table row
+gets the gradient of the mean of the rank losses, as DDP's averaging gives the dense parameters.
+Rows read here cross no TorchRec collective, so :meth:`LocalShards.rows` divides their gradient
+by the same W itself; without it every update was W times too large (the 1.5e-4 drift of the
+2-rank SGD curve; row-wise Adagrad nearly hides it, since it normalises the gradient).
 """
 
 from __future__ import annotations
@@ -22,19 +29,37 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torchrec.distributed.comm_ops import get_gradient_division
 
 from distrec.graph.partition import NodePartition
+
+
+class _DivGrad(torch.autograd.Function):
+    """Identity forward; backward divides the gradient by ``world``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, world: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.world = world
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        return g / ctx.world, None
 
 
 class LocalShards:
     """This rank's rows of tables ``user`` and ``item`` through the shard's TBE.
 
     ``rows(device)`` -> [n_user + n_item, D] (own users, then own items), differentiable: the
-    backward updates the rows with the table's fused optimizer.
+    backward updates the rows with the table's fused optimizer, with the gradient divided by
+    ``world`` as TorchRec's collectives divide it (module docstring).
     """
 
-    def __init__(self, tbe: torch.nn.Module, n_user: int, n_item: int, dim: int) -> None:
+    def __init__(
+        self, tbe: torch.nn.Module, n_user: int, n_item: int, dim: int, world: int = 1
+    ) -> None:
         self.tbe, self.n_user, self.n_item, self.dim = tbe, n_user, n_item, dim
+        self.world = world if get_gradient_division() else 1
         n = n_user + n_item
         # local row ids: table user rows 0..n_user-1, then table item rows 0..n_item-1
         self.indices = torch.cat([torch.arange(n_user), torch.arange(n_item)])
@@ -45,7 +70,8 @@ class LocalShards:
         if self.indices.device != device:
             self.indices, self.offsets = self.indices.to(device), self.offsets.to(device)
         out = self.tbe(self.indices, self.offsets, batch_size_per_feature_per_rank=self.batch_sizes)
-        return out.view(self.n_user + self.n_item, self.dim)  # VBE output is feature-major
+        out = out.view(self.n_user + self.n_item, self.dim)  # VBE output is feature-major
+        return _DivGrad.apply(out, self.world) if self.world > 1 else out
 
 
 def local_shards(ebc: Any, part: NodePartition) -> LocalShards | None:
@@ -79,4 +105,4 @@ def local_shards(ebc: Any, part: NodePartition) -> LocalShards | None:
         return None
     u_lo, u_hi = part.range("user")
     i_lo, i_hi = part.range("item")
-    return LocalShards(tbe, u_hi - u_lo, i_hi - i_lo, dims.pop())
+    return LocalShards(tbe, u_hi - u_lo, i_hi - i_lo, dims.pop(), part.world)

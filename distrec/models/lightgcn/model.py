@@ -60,8 +60,7 @@ class LightGCNConfig:
     behavior: str = ""  # graph and training behavior; "" = the bundle's target behavior
     renormalize: bool = False  # recompute 1/sqrt(deg_u deg_i) instead of trusting the bundle
     # owned full mode: read the own rows straight from the fused shard (local_shards.py) instead
-    # of a padded 3-key KJT lookup. Off by default: its 2-rank loss curve drifts 1.5e-4 relative
-    # from 1 rank over 20 SGD steps (the KJT lookup stays within 1e-5); cause not found yet.
+    # of a padded 3-key KJT lookup. Exact (its gradients are divided by W as TorchRec's are).
     local_shards: bool = False
 
 
