@@ -66,6 +66,7 @@ class Recorder:
         self.inner, self.warmup = inner, warmup
         self.steps: list[tuple[float, int, int]] = []
         self.cpu_start = 0.0  # process-tree CPU seconds when the warm-up ended
+        self.after_step: Any = None  # called with the number of steps done (wall-time budget)
 
     def step(
         self, *, samples: int, step_seconds: float, lookups: dict[str, int], **kw: Any
@@ -74,6 +75,8 @@ class Recorder:
         if len(self.steps) == self.warmup:
             self.cpu_start = _proc_cpu(os.getpid())
         self.inner.step(samples=samples, step_seconds=step_seconds, lookups=lookups, **kw)
+        if self.after_step is not None:
+            self.after_step(len(self.steps))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -130,17 +133,25 @@ def worker(args: argparse.Namespace) -> None:
             tr.epoch, tr.step_in_epoch = tr.epoch + 1, 0
 
     if args.wall_minutes > 0:
-        # same wall time for every setting: after the warm-up, the step count that fills the
-        # rest of the budget at the measured pace (rank 0's estimate, so all ranks agree)
+        # same wall time for every setting: after the warm-up, rank 0's clock decides after every
+        # step (a broadcast flag, so all ranks stop on the same step; a pace estimate from the
+        # warm-up would include the cold first step and stop far too early)
         import torch
 
-        run_to(args.warmup)
-        pace = (time.perf_counter() - t_train) / max(args.warmup, 1)
-        left = args.wall_minutes * 60 - (time.perf_counter() - t_train)
-        n = torch.tensor([args.warmup + max(int(left / max(pace, 1e-6)), 0)])
-        dist.broadcast(n, 0)
-        total = int(n.item())
+        budget = args.wall_minutes * 60
+
+        def check(step: int) -> None:
+            if step < args.warmup:
+                return
+            stop = torch.tensor([int(time.perf_counter() - t_train >= budget)])
+            dist.broadcast(stop, 0)
+            if stop.item():
+                cfg.train.max_steps = step  # the loop stops after this step
+
+        rec.after_step = check
+        total = 10**9
     run_to(total)
+    total = tr.global_step
     train_wall = time.perf_counter() - t_train
     cpu_all = _proc_cpu(os.getpid())
     wall = [x[0] for x in rec.steps]
@@ -214,9 +225,9 @@ def run_one(args: argparse.Namespace, ranks: int, port: int) -> dict[str, Any]:
         "config": CONFIGS[args.model],
         "overrides": list(args.overrides),
         **_counts(args.bundle),
-        "measured_steps": args.steps,
+        "measured_steps": len(step),
         "warmup_steps": args.warmup,
-        "global_batch": samples // max(args.steps, 1),
+        "global_batch": samples // max(len(step), 1),
         "samples_per_s": samples / float(step.sum()),
         "step_p50_ms": float(np.percentile(step, 50) * 1e3),
         "step_p95_ms": float(np.percentile(step, 95) * 1e3),
