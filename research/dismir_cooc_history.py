@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from distrec.config import load_config  # noqa: E402
 from distrec.data.csr import Csr  # noqa: E402
 from distrec.data.schema import GRAPH_ITEM_COOC  # noqa: E402
-from distrec.models.common.sequence_data import windows  # noqa: E402
+from distrec.data.seq_stream import windows  # noqa: E402
 from distrec.models.dismir import SPEC  # noqa: E402
 
 

@@ -44,7 +44,7 @@ from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
 from distrec.data.loader import step_rng
 from distrec.data.payloads import PayloadTraining
-from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError, Manifest
+from distrec.data.schema import GRAPH_ITEM_COOC, BundleFormatError
 from distrec.data.seq_stream import EvalShare, SeqPlan, SeqSlice, SeqStream, check_row_ids, windows
 from distrec.data.stream import DEFAULT_BUFFER_ROWS, check_layout
 from distrec.models.api import Batch, EvalQuery, TaskData
@@ -88,6 +88,7 @@ class SequenceDataOptions:
     workers: int = 0  # > 0: built in a worker process (data.num_workers)
     partitions: int = 0  # data.partitions (0: the manifest's)
     shuffle_buffer: int = DEFAULT_BUFFER_ROWS  # samples per shuffle window and shard
+    epochs: int = 0  # train.epochs (> 0: no next-epoch windows loaded after the last epoch)
 
 
 def sample_cooc(
@@ -239,7 +240,10 @@ class SequenceData(PayloadTraining, TaskData):
         self.stream.step_slices(epoch, step)  # the shards' windows of that step, cached
 
     def after_epoch(self, epoch: int) -> None:
-        self.stream.step_slices(epoch + 1, 0)  # the next epoch's first windows while validating
+        # the next epoch's first windows while the trainer validates; none after the last epoch
+        # (they would be a shard's worth of reads and memory held through the final test)
+        if not 0 < self.opts.epochs <= epoch + 1:
+            self.stream.step_slices(epoch + 1, 0)
 
     def _layout(self) -> dict[str, Any]:
         return {
@@ -367,7 +371,7 @@ def build_sequence_data(
     """Build from a distrec Config: ``cfg.data`` batch sizes, ``cfg.run.seed``, and the model
     section's ``max_len`` plus ``extra`` overrides (e.g. ``cooc_negatives``, ``noise_dim``)."""
     protocol = "user_holdout"
-    manifest = Manifest.load(bundle_dir)
+    manifest = Bundle(bundle_dir).manifest  # a local path or a URI (s3://, gs://, ...)
     if manifest.split.get("protocol") not in (None, protocol):
         raise BundleFormatError(
             f"{bundle_dir}/_manifest.json: split.protocol is {manifest.split.get('protocol')!r}; "
@@ -384,6 +388,7 @@ def build_sequence_data(
         workers=cfg.data.num_workers,
         partitions=cfg.data.partitions,
         shuffle_buffer=cfg.data.shuffle_buffer,
+        epochs=cfg.train.epochs,
         **extra,
     )
     return SequenceData(bundle_dir, opts, rank, world_size)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from distrec.data.schema import BundleFormatError, Manifest
+from distrec.data.bundle import Bundle
+from distrec.data.schema import BundleFormatError
 from distrec.data.seq_stream import windows
 from distrec.models.api import EvalQuery
 from distrec.models.common.sequence_data import SequenceData, SequenceDataOptions
@@ -83,7 +84,7 @@ class MDGRData(SequenceData):
 
 
 def build_mdgr_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> MDGRData:
-    manifest = Manifest.load(bundle_dir)
+    manifest = Bundle(bundle_dir).manifest  # a local path or a URI (s3://, gs://, ...)
     protocol = manifest.split.get("protocol", "user_holdout")
     if protocol not in PROTOCOLS:
         raise BundleFormatError(
@@ -102,5 +103,6 @@ def build_mdgr_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> MD
         workers=cfg.data.num_workers,
         partitions=cfg.data.partitions,
         shuffle_buffer=cfg.data.shuffle_buffer,
+        epochs=cfg.train.epochs,
     )
     return MDGRData(bundle_dir, opts, rank, world_size)

@@ -185,7 +185,12 @@ def test_epoch_is_every_sample_once_then_the_fill(bundle: Path) -> None:
     for step in range(steps):
         parts = st.step_slices(2, step)
         assert sum(len(p.pos) for p in parts) == 16
-        real += [(int(r), int(t)) for p in parts for r, t, f in zip(p.row, p.t, p.fill, strict=True) if not f]
+        real += [
+            (int(r), int(t))
+            for p in parts
+            for r, t, f in zip(p.row, p.t, p.fill, strict=True)
+            if not f
+        ]
     assert len(real) == n and set(real) == want
     # a data set smaller than one global batch trains as one step holding every sample
     big = SequenceData(str(bundle), _opts(batch_size=4 * n, partitions=4), rank=1, world_size=2)
@@ -194,3 +199,16 @@ def test_epoch_is_every_sample_once_then_the_fill(bundle: Path) -> None:
     got = [(int(r), int(t)) for d in both for p in d.stream.step_slices(0, 0)
            for r, t, f in zip(p.row, p.t, p.fill, strict=True) if not f]  # fmt: skip
     assert sorted(got) == sorted(want)
+
+
+def test_next_epoch_windows_are_loaded_after_an_epoch_but_the_last(bundle: Path) -> None:
+    def epochs_read(epochs: int, run: int) -> set[int]:
+        data = SequenceData(str(bundle), _opts(epochs=epochs))
+        for e in range(run):
+            for _ in data.train_batches(e):
+                pass
+        return {r[1] for r in data.stream.reads}  # (shard, epoch, window, rows)
+
+    assert epochs_read(0, 1) == {0, 1}  # train.epochs unknown: always the next one
+    assert epochs_read(3, 1) == {0, 1}
+    assert epochs_read(2, 2) == {0, 1}  # the last epoch warms nothing
