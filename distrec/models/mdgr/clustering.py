@@ -49,19 +49,39 @@ def kmeans(
     Assignments are discrete (no gradient flows through them); centroids are recomputed from x
     with the final labels, so gradients do flow into the cluster vectors. A cluster that loses
     all members keeps its previous centroid.
+
+    Two exact shortcuts (the result is bit for bit that of ``steps`` full Lloyd steps with
+    ``torch.cdist``): the distances are cdist's own matrix-product form with the x side built
+    once per call, not once per step; and the loop stops when no label changes, since the
+    centroids, and so every later step, are then a fixed point.
     """
     xd = x.detach()
     c = init_centroids(xd, mask, k)
     labels = torch.zeros(mask.shape, dtype=torch.long, device=x.device)
-    maskf = mask.unsqueeze(-1).float()
+    maskk = mask.unsqueeze(-1)
+    ks = torch.arange(k, device=x.device)
+    # cdist(xd, c) = sqrt(clamp([-2x, |x|^2, 1] @ [c, 1, |c|^2]^T)): its matmul path, which it
+    # takes when L > 25 or K > 25 (below that it computes differences, and so do we)
+    mm = mask.shape[1] > 25 or k > 25
+    xn = xd.pow(2).sum(-1, keepdim=True)
+    x_side = torch.cat([xd.mul(-2), xn, torch.ones_like(xn)], dim=-1) if mm else xd
+    prev: torch.Tensor | None = None
     for _ in range(max(steps, 1)):
-        dist = torch.cdist(xd, c)  # [B, L, K]
+        if mm:
+            cn = c.pow(2).sum(-1, keepdim=True)
+            c_side = torch.cat([c, torch.ones_like(cn), cn], dim=-1)
+            dist = (x_side @ c_side.mT).clamp_min_(1e-30).sqrt_()
+        else:
+            dist = torch.cdist(xd, c)
         labels = dist.argmin(dim=2)
-        onehot = F.one_hot(labels, k).float() * maskf  # [B, L, K]
+        if prev is not None and torch.equal(labels, prev):
+            break  # same labels -> same centroids -> same labels: the remaining steps change nothing
+        onehot = ((labels.unsqueeze(-1) == ks) & maskk).to(x.dtype)  # [B, L, K]
         count = onehot.sum(dim=1)  # [B, K]
         new_c = onehot.transpose(1, 2) @ xd / count.clamp(min=1).unsqueeze(-1)
         c = torch.where(count.unsqueeze(-1) > 0, new_c, c)
-    onehot = F.one_hot(labels, k).float() * maskf
+        prev = labels
+    onehot = ((labels.unsqueeze(-1) == ks) & maskk).to(x.dtype)
     count = onehot.sum(dim=1)
     centroids = onehot.transpose(1, 2) @ x / count.clamp(min=1).unsqueeze(-1)
     labels = torch.where(mask, labels, torch.full_like(labels, -1))
@@ -98,6 +118,7 @@ def sparsify_top(sim: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.T
     """Eq. 9, relative ranking: keep exactly the ceil(gamma * n^2) largest entries among the
     n x n valid pairs of each sequence. sim [B, L, L] -> bool [B, L, L]."""
     b, length, _ = sim.shape
+    sim = sim.detach()  # the selection is discrete: no autograd record of the masked copy
     pair = mask.unsqueeze(2) & mask.unsqueeze(1)
     n = mask.sum(dim=1)
     keep = torch.ceil(gamma * n.double() ** 2 - 1e-9).long().clamp(max=n**2)  # [B]
@@ -260,7 +281,12 @@ class DynamicGraphClustering(nn.Module):
     forward(x [B, L, D], mask [B, L], target [B, C, D]) -> (x' [B, C, L, D], labels [B, C, L],
     centroids [B, C, K, D]): one clustering per (sequence, target) as eq. 11 defines it, with
     the first cycle's target-free part shared by a sequence's C targets. A target [B, D] (one per
-    sequence) gives the same without the C axis."""
+    sequence) gives the same without the C axis.
+
+    ``aware_cycles`` (not the paper, which is -1: every cycle): with ``free`` [B, D] given, only
+    the last ``aware_cycles`` cycles use the C targets in eq. 11; the earlier ones use ``free``
+    (a target-free query, one per sequence), so they and the first target-aware cycle's graph are
+    computed once per sequence and only the last cycles fan out to the targets."""
 
     def __init__(
         self,
@@ -271,19 +297,32 @@ class DynamicGraphClustering(nn.Module):
         gamma: float,
         heads: int,
         kmeans_steps: int,
+        aware_cycles: int = -1,
     ) -> None:
         super().__init__()
         self.k, self.iterations, self.gamma, self.kmeans_steps = k, iterations, gamma, kmeans_steps
+        if aware_cycles != -1 and not 1 <= aware_cycles <= max(iterations, 1):
+            raise ValueError(f"aware_cycles must be -1 or in 1..{iterations}, got {aware_cycles}")
+        self.aware_cycles = aware_cycles
         self.sim_w = nn.Parameter(torch.ones(sim_heads, dim) + 0.1 * torch.randn(sim_heads, dim))
         self.attn = ClusterAttention(dim, heads)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        target: torch.Tensor,
+        free: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         single = target.dim() == 2
         tg = target.unsqueeze(1) if single else target
         b, c = tg.shape[:2]
         eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device).unsqueeze(0)
+        # the first cycle whose eq. 11 sees the C targets; the ones before it use `free`
+        first, free_prep = 0, []
+        if free is not None and self.aware_cycles > 0:
+            first = max(self.iterations - self.aware_cycles, 0)
+            free_prep = self.attn.prepare(free.unsqueeze(1)) if first else []
         prep = self.attn.prepare(tg) if self.iterations else []
         for cycle in range(self.iterations):
             labels, cent = kmeans(x, mask, self.k, self.kmeans_steps)
@@ -292,8 +331,9 @@ class DynamicGraphClustering(nn.Module):
             same = labels.unsqueeze(2) == labels.unsqueeze(1)
             adj = (adj & same) | (eye & mask.unsqueeze(2))
             # padding nodes have no neighbour (not even a self loop): attn zeroes them
-            x = self.attn(x, cent, labels, prep, adj, sim).flatten(0, 1)
-            if cycle == 0:  # from here on x depends on the target: one node set per pair
+            x = self.attn(x, cent, labels, prep if cycle >= first else free_prep, adj, sim)
+            x = x.flatten(0, 1)
+            if cycle == first:  # from here on x depends on the target: one node set per pair
                 mask = mask.repeat_interleave(c, dim=0)
                 prep = self.attn.fan_out(prep)
         labels, cent = kmeans(x, mask, self.k, self.kmeans_steps)

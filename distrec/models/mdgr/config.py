@@ -41,3 +41,8 @@ class MDGRConfig:
     # history, what full ranking uses anyway) and scores every candidate against those
     # interests, so a step's cost does not grow with the candidates per sample.
     target_aware: bool = True
+    # Not in the paper (-1: every one of the m cycles is target-aware, eq. 11): n in 1..m runs the
+    # first m - n cycles with the target-free query (one clustering per sequence) and only the
+    # last n per (sequence, candidate). Used with target_aware=true; a speed switch whose quality
+    # is in docs/results/mdgr.md.
+    aware_cycles: int = -1

@@ -117,6 +117,7 @@ class MDGR(RecModel):
             cfg.gamma,
             cfg.gat_heads,
             cfg.kmeans_steps,
+            cfg.aware_cycles,
         )
         # The weight FFN reads the time encodings; with MDGR-T it still sees cluster membership
         # through a 1-wide indicator, so MDGR-T keeps a learned weight.
@@ -163,7 +164,11 @@ class MDGR(RecModel):
         b, c = target.shape[:2]
         k = self.cfg.interests
         if self.cfg.dgc:
-            x, labels, _ = self.dgc(phi, mask, self.target_proj(target))  # [B, C, L, D]
+            # model.aware_cycles: the cycles before the last n use the target-free query
+            free = None
+            if self.cfg.aware_cycles > 0 and not single:
+                free = self.target_proj(self._history_mean(phi, mask))
+            x, labels, _ = self.dgc(phi, mask, self.target_proj(target), free)  # [B, C, L, D]
         else:  # MDGR-DGC: one static clustering of the encoded items, no graph, no target
             x = phi.unsqueeze(1)
             labels = kmeans(phi, mask, k, self.cfg.kmeans_steps)[0].unsqueeze(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from distrec.models.mdgr.clustering import (
@@ -149,6 +150,36 @@ def test_dgc_over_c_targets_equals_one_target_at_a_time() -> None:
         torch.testing.assert_close(out[:, c], oc, atol=1e-5, rtol=1e-5)
         assert torch.equal(labels[:, c], lc)
         torch.testing.assert_close(cent[:, c], cc, atol=1e-5, rtol=1e-5)
+
+
+def test_aware_cycles_run_the_earlier_cycles_on_the_free_query() -> None:
+    """model.aware_cycles = n (not the paper): the first m - n cycles are one target-free DGC on
+    the free query, the last n one DGC per target on its output; n = m is the paper's form."""
+    torch.manual_seed(4)
+    x, mask = _batch(seed=11)
+    kw = dict(k=3, iterations=3, sim_heads=2, gamma=0.4, heads=2, kmeans_steps=3)
+    targets = torch.randn(x.shape[0], 3, x.shape[-1])
+    free = torch.randn(x.shape[0], x.shape[-1])
+    paper = DynamicGraphClustering(x.shape[-1], **kw)  # type: ignore[arg-type]
+    every = DynamicGraphClustering(x.shape[-1], **kw, aware_cycles=3)  # type: ignore[arg-type]
+    every.load_state_dict(paper.state_dict())
+    for a, b in zip(paper(x, mask, targets), every(x, mask, targets, free), strict=True):
+        assert torch.equal(a, b)
+    last = DynamicGraphClustering(x.shape[-1], **kw, aware_cycles=1)  # type: ignore[arg-type]
+    last.load_state_dict(paper.state_dict())
+    out, labels, cent = last(x, mask, targets, free)
+    head = DynamicGraphClustering(x.shape[-1], **{**kw, "iterations": 2})  # type: ignore[arg-type]
+    tail = DynamicGraphClustering(x.shape[-1], **{**kw, "iterations": 1})  # type: ignore[arg-type]
+    head.load_state_dict(paper.state_dict())
+    tail.load_state_dict(paper.state_dict())
+    shared = head(x, mask, free)[0] * mask.unsqueeze(-1)
+    for c in range(targets.shape[1]):
+        oc, lc, cc = tail(shared, mask, targets[:, c])
+        torch.testing.assert_close(out[:, c], oc, atol=1e-5, rtol=1e-5)
+        assert torch.equal(labels[:, c], lc)
+        torch.testing.assert_close(cent[:, c], cc, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="aware_cycles"):
+        DynamicGraphClustering(x.shape[-1], **kw, aware_cycles=4)  # type: ignore[arg-type]
 
 
 def test_weighted_cosine_and_its_gradients_equal_the_normalize_form() -> None:

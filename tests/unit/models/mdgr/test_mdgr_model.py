@@ -58,6 +58,7 @@ def test_training_step_gives_every_parameter_a_gradient() -> None:
         {"use_pos": False},
         {"use_time": False},
         {"use_pos": False, "use_time": False},
+        {"aware_cycles": 1},
     ],
 )
 def test_ablations_train(ablation: dict) -> None:
