@@ -2,8 +2,10 @@
 
 A bundle is a local directory or a URI (``s3://``, ``gs://``, ``hdfs://``, ``file://``; see
 :mod:`distrec.data.fs`). Graph tables are partitioned by src range: :meth:`Bundle.graph_rows` reads
-only the row groups whose src statistics meet ``[lo, hi)``, and :meth:`Bundle.row_groups` lists a
-table's row groups from the Parquet footers alone (what the streaming reader deals out to ranks).
+only the row groups whose src statistics meet ``[lo, hi)``; :meth:`Bundle.split_rows` reads the
+rows of a split table (the held-out splits are range-partitioned by user / group, sorted) with a
+key in ``[lo, hi)`` the same way. :meth:`Bundle.row_groups` lists a table's row groups from the
+Parquet footers alone (what the streaming reader deals out to ranks).
 
 Example::
 
@@ -91,6 +93,8 @@ class Bundle:
         self._graphs: dict[str, Csr] = {}
         self._row_groups: dict[str, list[RowGroup]] = {}
         self.rows_read: dict[str, int] = {}  # table -> rows read so far (tests count them)
+        # table -> rows of the row groups decoded (before a filter): what a read cost
+        self.rows_scanned: dict[str, int] = {}
 
     # ------------------------------------------------------------------ tables
     def table_dir(self, name: str) -> Path:
@@ -163,22 +167,73 @@ class Bundle:
             fragment = fragment.subset(row_group_ids=row_groups)
         t = fragment.to_table(columns=columns, filter=where)
         self.rows_read[name] = self.rows_read.get(name, 0) + t.num_rows
+        scanned = sum(rg.num_rows for rg in fragment.row_groups)
+        self.rows_scanned[name] = self.rows_scanned.get(name, 0) + scanned
         return _cast(t, schema, Path(f))
 
     # ------------------------------------------------------------- row groups
-    def row_groups(self, name: str, split: str | None = None) -> list[RowGroup]:
+    def row_groups(self, name: str, split: str | None = None, key: str = "src") -> list[RowGroup]:
         """Row groups of table ``name`` from the Parquet footers only (no data read): file, index,
         rows, list values of the first list column (edges of a graph, items of a sequence) and
-        src min / max (graphs). Cached."""
-        key = f"{name}|{split}"
-        if key not in self._row_groups:
+        the min / max statistics of column ``key`` (``src`` of a graph; ``user`` / ``group`` of
+        a split table). Cached."""
+        cache = f"{name}|{split}|{key}"
+        if cache not in self._row_groups:
             out = []
             for f in self.files(name, split):
                 with self.fs.open_input_file(f) as fh:
                     md = pq.ParquetFile(fh).metadata
-                out.extend(_footer_row_groups(f, md))
-            self._row_groups[key] = out
-        return self._row_groups[key]
+                out.extend(_footer_row_groups(f, md, key))
+            self._row_groups[cache] = out
+        return self._row_groups[cache]
+
+    def _rows_in_range(
+        self,
+        table: str,
+        split: str | None,
+        key: str,
+        lo: int,
+        hi: int,
+        columns: list[str],
+        where: ds.Expression | None = None,
+    ) -> list[pa.Table]:
+        """Rows of ``table`` (one split) with ``key`` in ``[lo, hi)`` (and ``where``), one table
+        per file read: only the row groups whose ``key`` statistics meet the range are decoded,
+        so a table partitioned and sorted by ``key`` costs about its rows in range. A row group
+        without statistics (or an unsorted table) is read and filtered: right, only slower."""
+        by_file: dict[str, list[int]] = {}
+        for g in self.row_groups(table, split, key):
+            if g.src_min is None or (g.src_max >= lo and g.src_min < hi):  # type: ignore[operator]
+                by_file.setdefault(g.file, []).append(g.index)
+        cond = (ds.field(key) >= lo) & (ds.field(key) < hi)
+        cond = cond if where is None else cond & where
+        return [self._read_file(table, f, columns, cond, rgs) for f, rgs in by_file.items()]
+
+    def split_rows(
+        self,
+        table: str,
+        split: str,
+        key: str,
+        lo: int,
+        hi: int,
+        columns: list[str] | None = None,
+        behavior: str | None = None,
+    ) -> pa.Table:
+        """Rows of ``table`` (``"interactions"``, ``"groups/items"``) in ``split=<split>`` with
+        ``key`` (``"user"``, ``"group"``) in ``[lo, hi)``, optionally of one ``behavior`` (a
+        name), cast to the bundle schema; columns default to all of the table's. Reads only the
+        row groups whose footer statistics meet the range (the Spark job writes the held-out
+        splits range-partitioned by ``key`` and sorted: a rank reads about its own rows)."""
+        schema = schema_for(table)
+        cols = list(columns) if columns is not None else schema.names
+        where = None
+        if behavior is not None:
+            where = ds.field("behavior") == self.behavior_index(behavior)
+            cols = cols if "behavior" in cols else [*cols, "behavior"]
+        if not self.has_table(table, split):
+            return schema.empty_table().select(cols)
+        parts = self._rows_in_range(table, split, key, lo, hi, cols, where)
+        return pa.concat_tables(parts) if parts else schema.empty_table().select(cols)
 
     def graph_rows(self, name: str, lo: int, hi: int, weights: bool = True) -> GraphRows:
         """Rows of graph ``name`` with src in ``[lo, hi)``, reading only the row groups whose src
@@ -191,13 +246,8 @@ class Bundle:
         num_src, num_dst = graph_shape(name, self.manifest)
         lo, hi = max(0, lo), min(hi, num_src)
         table = f"graphs/{name}"
-        by_file: dict[str, list[int]] = {}
-        for g in self.row_groups(table):
-            if g.src_min is None or (g.src_max >= lo and g.src_min < hi):  # type: ignore[operator]
-                by_file.setdefault(g.file, []).append(g.index)
-        cond = (ds.field("src") >= lo) & (ds.field("src") < hi)
         cols = ["src", "dst", "w"] if weights else ["src", "dst"]
-        parts = [self._read_file(table, f, cols, cond, rgs) for f, rgs in by_file.items()]
+        parts = self._rows_in_range(table, None, "src", lo, hi, cols)
         t = pa.concat_tables(parts) if parts else GRAPH.empty_table().select(cols)
         return _graph_rows(t, str(self.table_dir(table)), num_src, num_dst)
 
@@ -321,13 +371,13 @@ class RowGroup:
     index: int
     rows: int
     values: int  # entries of the first list column (graph edges, sequence items); 0 if none
-    src_min: int | None = None  # graphs: src statistics
+    src_min: int | None = None  # statistics of the key column (src of a graph; see row_groups)
     src_max: int | None = None
 
 
-def _footer_row_groups(f: str, md: pq.FileMetaData) -> list[RowGroup]:
+def _footer_row_groups(f: str, md: pq.FileMetaData, key: str = "src") -> list[RowGroup]:
     names = [md.schema.column(j).path for j in range(md.num_columns)]
-    src_col = names.index("src") if "src" in names else None
+    src_col = names.index(key) if key in names else None
     list_col = next((j for j, n in enumerate(names) if n.endswith(".element")), None)
     out = []
     for i in range(md.num_row_groups):

@@ -15,11 +15,16 @@ Batch layout (B = this rank's batch, k = num_negatives)::
 
 Every KJT carries all three keys (empty ones with zero lengths): a sharded EBC expects the same
 keys on every call.
+
+Evaluation (:mod:`distrec.data.heldout`): rank r evaluates the users of its row-wise block
+``[lo, hi)`` and reads only their rows: held-out target pairs from the valid / test splits (range-
+partitioned by user), train exclusions from ``ui.<target>``'s src range, fixed candidates from
+``eval/<protocol>`` by user range. ``eval_batch_size // W`` own users a step, the same step count
+on every rank; the union over ranks is the same set of queries at any world size.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +34,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle
 from distrec.data.csr import Csr
-from distrec.data.loader import eval_sample, rank_slice, step_rng
+from distrec.data.heldout import heldout_pairs, own_range, plan_queries, union
+from distrec.data.loader import rank_slice, step_rng
 from distrec.data.payloads import PayloadTraining
 from distrec.data.sampling import uniform_negatives
 from distrec.data.schema import ui_graph
@@ -41,6 +47,7 @@ from distrec.data.stream import (
     bundle_partitions,
     check_layout,
 )
+from distrec.graph.partition import own_rows
 from distrec.models.api import Batch, EvalQuery, TaskData
 
 KEYS = ["user", "pos", "neg"]
@@ -81,8 +88,8 @@ def make_kjt(
 
 
 def query_batch(users: np.ndarray, pad: np.ndarray) -> Batch:
-    """Query batch of ``users`` [b]; a rank with no query this step (b = 0: the step's last
-    users went to the other ranks) looks up ``pad`` [1] instead, because a sharded lookup is a
+    """Query batch of ``users`` [b]; a rank with no query this step (b = 0: its own queries
+    are done, another rank's are not) looks up ``pad`` [1] instead, because a sharded lookup is a
     collective every rank joins and TorchRec rejects a zero-stride KJT. ``Batch.size`` stays b:
     the evaluator keeps the first ``len(targets)`` = b query rows."""
     ids = users if users.shape[0] else pad
@@ -117,6 +124,7 @@ class InteractionData(PayloadTraining, TaskData):
         buffer_rows: int = DEFAULT_BUFFER_ROWS,
         pos_behaviors: list[str] | None = None,
         eval_max_users: int = 0,
+        epochs: int = 0,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
         m = self.bundle.manifest
@@ -125,6 +133,7 @@ class InteractionData(PayloadTraining, TaskData):
         self.eval_batch_size, self.seed = eval_batch_size, seed
         self.candidates = candidates
         self.eval_max_users = eval_max_users
+        self.epochs = epochs  # train.epochs (> 0: no next-epoch windows after the last epoch)
         self.num_users, self.num_items = m.num_users, m.num_items
         self.target = m.target_behavior
         self.train_behaviors = list(behaviors) if behaviors else [self.target]
@@ -139,6 +148,9 @@ class InteractionData(PayloadTraining, TaskData):
         self.stream = RankStream(self.plan, rank, world_size, batch_size, seed)
         self._target_train: Csr | None = None
         self._heldout: dict[str, Csr] = {}
+        # the users this rank evaluates (row-wise blocks, as the tables' and the graph reads')
+        self.eval_lo, self.eval_hi = own_range(self.num_users, rank, world_size)
+        self._eval: dict[str, tuple[np.ndarray, list[list[int]], list[list[int]] | None, int]] = {}
         # train_batches prefetches payloads (distrec.data.payloads); built[epoch] counts them
         self.init_prefetch(prefetch, workers)
         self.fill_rows = 0  # wrap-around fill pairs handed out
@@ -163,6 +175,7 @@ class InteractionData(PayloadTraining, TaskData):
             partitions=cfg.data.partitions,
             buffer_rows=cfg.data.shuffle_buffer,
             eval_max_users=cfg.eval.max_users,
+            epochs=cfg.train.epochs,
             **kw,
         )
 
@@ -177,9 +190,12 @@ class InteractionData(PayloadTraining, TaskData):
 
     @property
     def target_train(self) -> Csr:
-        """Target-behavior train positives of every user (evaluation masks; read on first use)."""
+        """Target-behavior train positives of this rank's users ``[eval_lo, eval_hi)``, local rows
+        (row k = user eval_lo + k): the evaluation masks, read on first use from the graph's src
+        range."""
         if self._target_train is None:
-            self._target_train = self.bundle.graph(ui_graph(self.target))
+            name = ui_graph(self.target)
+            self._target_train = own_rows(self.bundle, name, self.eval_lo, self.eval_hi)
         return self._target_train
 
     def shard_negatives(self, part: ShardSlice, epoch: int, step: int, k: int) -> np.ndarray:
@@ -217,8 +233,10 @@ class InteractionData(PayloadTraining, TaskData):
         self.stream.step_slices(epoch, step)  # the shards' windows of that step, cached
 
     def after_epoch(self, epoch: int) -> None:
-        # load the next epoch's first windows while the trainer finishes this one (and validates)
-        self.stream.step_slices(epoch + 1, 0)
+        # load the next epoch's first windows while the trainer finishes this one (and validates);
+        # none after the last epoch (a shard's worth of reads held through the final test)
+        if not 0 < self.epochs <= epoch + 1:
+            self.stream.step_slices(epoch + 1, 0)
 
     def data_state(self, epoch: int, step: int) -> dict[str, Any]:
         """The data position before global step ``step`` of ``epoch`` (checkpoint meta): the
@@ -252,65 +270,77 @@ class InteractionData(PayloadTraining, TaskData):
         }
 
     # --------------------------------------------------------------- evaluation
-    def _pairs(self, split: str) -> Csr:
-        t = self.bundle.interactions(split, self.target)
-        return Csr.from_pairs(t["user"], t["item"], self.num_users, self.num_items)
-
     def heldout(self, split: str) -> Csr:
-        """Target-behavior positives of ``split`` (valid/test) per user."""
+        """Target-behavior positives of ``split`` (valid/test) of this rank's users, local rows
+        (row k = user eval_lo + k): only their rows of the split are read."""
         if split not in self._heldout:
-            self._heldout[split] = self._pairs(split)
+            self._heldout[split] = heldout_pairs(
+                self.bundle, "interactions", "user", split, self.eval_lo, self.eval_hi,
+                self.num_items, self.target,
+            )  # fmt: skip
         return self._heldout[split]
 
     def _eval_table(self, split: str) -> tuple[np.ndarray, list[list[int]], list[list[int]] | None]:
+        """(this rank's query users [n] ascending (global ids), their targets, their fixed
+        candidates or None for full ranking)."""
         if self.candidates:
             protocol = self.bundle.manifest.split["protocol"]
-            t = self.bundle.eval_rows(protocol, split)
+            t = self.bundle.split_rows(
+                f"eval/{protocol}", split, "user", self.eval_lo, self.eval_hi,
+                ["user", "targets", "candidates"],
+            )  # fmt: skip
             users = t["user"].to_numpy()
-            return users, t["targets"].to_pylist(), t["candidates"].to_pylist()
+            order = np.argsort(users, kind="stable")
+            targets, cands = t["targets"].to_pylist(), t["candidates"].to_pylist()
+            return users[order], [targets[i] for i in order], [cands[i] for i in order]
         h = self.heldout(split)
-        users = np.flatnonzero(h.degrees() > 0)
-        return users, [r.tolist() for r in h.rows(users)], None
+        local = np.flatnonzero(h.degrees() > 0)
+        return local + self.eval_lo, [r.tolist() for r in h.rows(local)], None
+
+    @property
+    def eval_per_rank(self) -> int:
+        """Own queries a rank evaluates per step (``eval_batch_size`` over all ranks)."""
+        return max(1, self.eval_batch_size // self.world_size)
 
     def _eval_queries_of(
         self, split: str
-    ) -> tuple[np.ndarray, list[list[int]], list[list[int]] | None]:
-        """``_eval_table`` restricted to the ``eval.max_users`` sample (same on every rank)."""
-        users, targets, cands = self._eval_table(split)
-        keep = eval_sample(users.shape[0], self.eval_max_users, self.seed, split)
-        if keep is None:
-            return users, targets, cands
-        return (
-            users[keep],
-            [targets[i] for i in keep],
-            None if cands is None else [cands[i] for i in keep],
-        )
+    ) -> tuple[np.ndarray, list[list[int]], list[list[int]] | None, int]:
+        """``_eval_table`` restricted to the ``eval.max_users`` sample, plus the step count (the
+        same on every rank: one all-gather the first time, so every rank asks for the same
+        splits in the same order, as the evaluator does); cached per split."""
+        if split not in self._eval:
+            users, targets, cands = self._eval_table(split)
+            keep, steps = plan_queries(
+                users, self.eval_per_rank, self.eval_max_users, self.seed, split
+            )
+            if keep.shape[0] < users.shape[0]:
+                users = users[keep]
+                targets = [targets[i] for i in keep]
+                cands = None if cands is None else [cands[i] for i in keep]
+            self._eval[split] = (users, targets, cands, steps)
+        return self._eval[split]
 
     def num_eval_steps(self, split: str) -> int:
-        users, _, _ = self._eval_queries_of(split)
-        return math.ceil(users.shape[0] / self.eval_batch_size)
+        return self._eval_queries_of(split)[3]
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
-        """This rank's slice of each global step of ``eval_batch_size`` users with held-out items in
-        ``split``. ``exclude``: train target positives (+ valid ones for test). Same step count on
-        every rank; a rank with nothing left gets an empty query (ids = [])."""
+        """This rank's own users with held-out items in ``split``, ``eval_per_rank`` a step;
+        ``exclude``: train target positives (+ valid ones for test). Same step count on every
+        rank; a rank with nothing left gets an empty query (ids = [])."""
         if task != "user":
             raise ValueError(f"InteractionData evaluates task 'user' only, not {task!r}")
-        users, targets, cands = self._eval_queries_of(split)
+        users, targets, cands, steps = self._eval_queries_of(split)
         masks = [self.target_train] + ([self.heldout("valid")] if split == "test" else [])
-        gb = self.eval_batch_size
-        for start in range(0, users.shape[0], gb):
-            n = min(gb, users.shape[0] - start)
-            idx = np.arange(start, start + n)[rank_slice(n, self.rank, self.world_size)]
+        ex = masks[0] if len(masks) == 1 else union(*masks)
+        per, lo = self.eval_per_rank, self.eval_lo
+        for t in range(steps):
+            idx = np.arange(t * per, min((t + 1) * per, users.shape[0]))
             u = users[idx]
-            exclude = [
-                np.unique(np.concatenate([c.row(int(x))[0] for c in masks])).tolist() for x in u
-            ]
             yield EvalQuery(
-                batch=query_batch(u, users[start : start + 1]),
+                batch=query_batch(u, np.zeros(1, dtype=np.int64)),
                 ids=torch.from_numpy(u.astype(np.int64)),
                 targets=[targets[i] for i in idx],
-                exclude=exclude,
+                exclude=[ex.row(int(x) - lo)[0].tolist() for x in u],
                 candidates=[cands[i] for i in idx] if cands is not None else None,
             )
 
@@ -325,15 +355,20 @@ class InteractionData(PayloadTraining, TaskData):
         positives (what a test query masks). For export and recommend."""
         if task != "user":
             raise ValueError(f"InteractionData has task 'user' only, not {task!r}")
-        masks = [self.target_train, self.heldout("valid")]
         ids = np.asarray(ids, dtype=np.int64)
         gb = self.eval_batch_size
         for start in range(0, max(ids.shape[0], 1), gb):
             n = min(gb, ids.shape[0] - start)
             u = ids[start : start + n][rank_slice(n, self.rank, self.world_size)]
-            exclude = [
-                np.unique(np.concatenate([c.row(int(x))[0] for c in masks])).tolist() for x in u
-            ]
+            exclude: list[list[int]] = []
+            if u.shape[0]:  # the rows of this slice's id range only
+                lo, hi = int(u.min()), int(u.max()) + 1
+                ex = union(
+                    own_rows(self.bundle, ui_graph(self.target), lo, hi),
+                    heldout_pairs(self.bundle, "interactions", "user", "valid", lo, hi,
+                                  self.num_items, self.target),
+                )  # fmt: skip
+                exclude = [ex.row(int(x) - lo)[0].tolist() for x in u]
             yield EvalQuery(
                 batch=query_batch(u, np.zeros(1, dtype=np.int64)),
                 ids=torch.from_numpy(u),

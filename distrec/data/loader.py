@@ -58,6 +58,20 @@ def eval_sample(num_queries: int, max_users: int, seed: int, split: str) -> np.n
     return np.sort(rng.choice(num_queries, size=max_users, replace=False)).astype(np.int64)
 
 
+def query_keys(ids: np.ndarray, seed: int, split: str) -> np.ndarray:
+    """uint64 sort keys [n] of query ids ``ids`` [n] for the ``eval.max_users`` sample of a
+    split whose queries are spread over ranks: a seeded bijection of the id (the splitmix64
+    finaliser of id + salt(seed, split)), so distinct ids get distinct keys, and the sample
+    "the max_users smallest keys" is a seeded uniform one that every rank decides for its own
+    ids, whatever the world size (:func:`distrec.data.heldout.plan_queries`)."""
+    salt = np.random.default_rng([seed, 0xE5A, sum(split.encode())]).integers(0, 2**63)
+    with np.errstate(over="ignore"):  # the arithmetic is modulo 2^64 on purpose
+        z = np.asarray(ids, dtype=np.int64).astype(np.uint64) + np.uint64(salt)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def global_batches(
     num_rows: int, global_batch: int, seed: int, epoch: int, *, drop_last: bool = False
 ) -> list[np.ndarray]:

@@ -71,6 +71,8 @@ def write_tiny_bundle(
     funnel (each is a superset of the next) and go to train only. With ``eval_candidates > 0``
     also writes ``eval/random_per_user`` rows with that many sampled negatives per user.
     ``cooc=False`` skips the ``item_cooc`` graph (its dense users x items product is O(U * I)).
+    The held-out splits (valid, test) of ``interactions`` and ``groups/items`` are written as
+    ``graph_parts`` files of contiguous user / group ranges, sorted (the Spark writer's layout).
     """
     if per_user < 3 or per_user > items:
         raise ValueError("per_user must be in [3, items]")
@@ -124,7 +126,10 @@ def write_tiny_bundle(
             },
             schema=INTERACTIONS,
         )
-        _write(root / "interactions" / f"split={s}" / "part-00000.parquet", t)
+        if s == "train":
+            _write(root / "interactions" / f"split={s}" / "part-00000.parquet", t)
+        else:
+            _write_ranges(root / "interactions" / f"split={s}", t, "user", users, graph_parts)
         counts[f"interactions.{s}"] = t.num_rows
     tables["interactions"] = _info(
         "interactions", sum(len(r) for r in rows.values()), INTERACTIONS, "split"
@@ -185,7 +190,11 @@ def write_tiny_bundle(
         for s in SPLITS:
             arr = np.array(gi[s], dtype=np.int64).reshape(-1, 2)
             t = pa.table({"group": arr[:, 0], "item": arr[:, 1]}, schema=GROUP_ITEMS)
-            _write(root / "groups" / "items" / f"split={s}" / "part-00000.parquet", t)
+            d = root / "groups" / "items" / f"split={s}"
+            if s == "train":
+                _write(d / "part-00000.parquet", t)
+            else:
+                _write_ranges(d, t, "group", groups, graph_parts)
         tables["groups/items"] = _info(
             "groups/items", sum(len(v) for v in gi.values()), GROUP_ITEMS, "split"
         )
@@ -271,6 +280,17 @@ def _info(path: str, rows: int, schema: pa.Schema, partitioned_by: str | None = 
 def _write(path: Path, t: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(t, path)
+
+
+def _write_ranges(d: Path, t: pa.Table, key: str, n_keys: int, parts: int) -> None:
+    """``t`` sorted by ``key`` (then item) as files ``part-<lo>-<hi>.parquet`` of contiguous
+    ``key`` ranges on the Spark writer's bounds (a held-out split's layout)."""
+    t = t.sort_by([(key, "ascending"), ("item", "ascending")])
+    col = t.column(key).to_numpy()
+    edges = [k * n_keys // parts for k in range(parts + 1)]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        a, b = np.searchsorted(col, [lo, hi])
+        _write(d / f"part-{lo:08d}-{hi:08d}.parquet", t.slice(int(a), int(b - a)))
 
 
 def _write_graph(

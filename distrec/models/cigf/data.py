@@ -274,12 +274,13 @@ class CigfData(InteractionData):
 
     def _draw_candidates(self, split: str) -> tuple[np.ndarray, list[list[int]], list[list[int]]]:
         """One held-out buy per user + ``sampled_negatives`` never-bought items (see module doc)."""
-        held = self.heldout(split)
+        held = self.heldout(split)  # this rank's users, local rows (row k = user eval_lo + k)
         bought = [self.target_train, self.heldout("valid"), self.heldout("test")]
-        users = np.flatnonzero(held.degrees() > 0)
-        rng = np.random.default_rng([self.seed, 0xC1, split == "test"])
+        local = np.flatnonzero(held.degrees() > 0)
         targets, cands = [], []
-        for u in users:
+        for u in local:
+            # one stream per user: the draws do not depend on which rank owns the user
+            rng = np.random.default_rng([self.seed, 0xC1, split == "test", int(u) + self.eval_lo])
             own = held.row(int(u))[0]
             t = int(own[rng.integers(0, own.shape[0])])
             seen = np.unique(np.concatenate([c.row(int(u))[0] for c in bought]))
@@ -287,7 +288,7 @@ class CigfData(InteractionData):
             negs = rng.choice(free, size=min(self.sampled_negatives, free.shape[0]), replace=False)
             targets.append([t])
             cands.append([t, *negs.tolist()])
-        return users, targets, cands
+        return local + self.eval_lo, targets, cands
 
 
 def _query_users(q: EvalQuery) -> np.ndarray:

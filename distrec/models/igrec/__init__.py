@@ -68,6 +68,8 @@ def build_data(cfg: Any, bundle_dir: str, rank: int, world_size: int) -> IGRecDa
         sampler=sampler,
         partitions=cfg.data.partitions,
         buffer_rows=cfg.data.shuffle_buffer,
+        eval_max_users=cfg.eval.max_users,
+        epochs=cfg.train.epochs,
     )
 
 

@@ -23,27 +23,27 @@ mode); the KJT looks up that neighbourhood's rows (``lookup_n`` [tables] real ba
 padded to the step's largest lookup over all ranks (one all-reduce here, in the trainer's
 thread). Index tensors are then local ids, plus the ``g.*`` blocks and member edges.
 
-Evaluation: rank r takes the queries it owns (users / groups of its row-wise block, #14's
-ownership) and reads only their rows: train positives from the graphs' src ranges, held-out
-pairs from the split tables filtered to its range (those tables are not partitioned by user, so
-each file is scanned and only the rank's rows kept). Eval steps: the most any rank needs (one
-all-reduce of a count per split).
+Evaluation (:mod:`distrec.data.heldout`, as the pair models): rank r takes the queries it owns
+(users / groups of its row-wise block, #14's ownership) and reads only their rows: train
+positives from the graphs' src ranges, held-out pairs from the valid / test splits of
+``interactions`` / ``groups/items`` (range-partitioned by user / group: the footers prune the
+other ranks' row groups). ``eval.max_users`` samples each task's queries W-independently; eval
+steps are the most any rank needs (one small all-gather per split and task).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow.dataset as ds
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.bundle import Bundle
 from distrec.data.collate import max_over_ranks
 from distrec.data.csr import Csr
+from distrec.data.heldout import heldout_pairs, own_range, plan_queries, union
 from distrec.data.loader import rank_slice, step_rng
 from distrec.data.pairs import ALIAS, GraphPairs
 from distrec.data.payloads import PayloadTraining
@@ -57,7 +57,7 @@ from distrec.data.stream import (
     bundle_partitions,
     check_layout,
 )
-from distrec.graph.partition import block_size, own_rows
+from distrec.graph.partition import own_rows
 from distrec.models.api import Batch, EvalQuery, TaskData
 from distrec.models.igrec.model import full_table_kjt
 from distrec.models.igrec.sampled import IGRecSampler
@@ -129,8 +129,12 @@ class IGRecData(PayloadTraining, TaskData):
         sampler: IGRecSampler | None = None,
         partitions: int = 0,
         buffer_rows: int = DEFAULT_BUFFER_ROWS,
+        eval_max_users: int = 0,
+        epochs: int = 0,
     ) -> None:
         self.bundle_dir, self.bundle = bundle_dir, Bundle(bundle_dir)
+        self.eval_max_users = eval_max_users  # per task and split (eval.max_users)
+        self.epochs = epochs  # train.epochs (> 0: no next-epoch windows after the last epoch)
         m = self.bundle.manifest
         self.num_users, self.num_items, self.num_groups = m.num_users, m.num_items, m.num_groups
         self.target_behavior = target_behavior
@@ -166,7 +170,8 @@ class IGRecData(PayloadTraining, TaskData):
         self.kjt = full_table_kjt(counts)
         self.sampler = sampler  # sampled graph mode when set
         self.with_interest_table = with_interest_table
-        self._eval: dict[tuple[str, str], tuple[np.ndarray, Csr, Csr]] = {}
+        self._eval: dict[tuple[str, str], tuple[np.ndarray, Csr, Csr, int]] = {}
+        self._held: dict[tuple[str, str], Csr] = {}  # (task, split) -> own held-out pairs
         self.init_prefetch(0, 0)  # the engine sets data.prefetch / data.num_workers
 
     # ---- training ------------------------------------------------------------------------
@@ -224,7 +229,8 @@ class IGRecData(PayloadTraining, TaskData):
             self.gstream.step_slices(epoch, step)
 
     def after_epoch(self, epoch: int) -> None:
-        self.warm(epoch + 1, 0)  # the next epoch's first windows while the trainer validates
+        if not 0 < self.epochs <= epoch + 1:  # none after the last epoch
+            self.warm(epoch + 1, 0)  # the next epoch's first windows while the trainer validates
 
     def data_state(self, epoch: int, step: int) -> dict[str, Any]:
         """The data position before global step ``step`` of ``epoch`` (checkpoint meta): the
@@ -294,53 +300,49 @@ class IGRecData(PayloadTraining, TaskData):
     def _range(self, task: str) -> tuple[int, int]:
         """The query ids ``[lo, hi)`` this rank owns (row-wise blocks, as the tables')."""
         n = self.num_users if task == "user" else self.num_groups
-        b = block_size(n, self.world)
-        lo = min(self.rank * b, n)
-        return lo, min(lo + b, n)
+        return own_range(n, self.rank, self.world)
+
+    def _own_split_pairs(self, task: str, split: str) -> Csr:
+        """:meth:`_split_pairs` of this rank's own range (cached: test reads valid's too)."""
+        if (task, split) not in self._held:
+            self._held[(task, split)] = self._split_pairs(task, split, *self._range(task))
+        return self._held[(task, split)]
 
     def _split_pairs(self, task: str, split: str, lo: int, hi: int) -> Csr:
         """Held-out (query, item) pairs of ``split`` with query in ``[lo, hi)``: a Csr over the
-        range's local rows (row k = query lo + k). Scans the split's files one at a time and
-        keeps only the range's rows (the split tables are not partitioned by query)."""
-        table, col = ("interactions", "user") if task == "user" else ("groups/items", "group")
-        where = (ds.field(col) >= lo) & (ds.field(col) < hi)
-        cols = [col, "item"]
+        range's local rows (row k = query lo + k), read from the range's row groups only."""
         if task == "user":
-            where = where & (ds.field("behavior") == self.target_behavior)
-            cols.append("behavior")
-        q, it = [], []
-        if self.bundle.has_table(table, split):
-            for f in self.bundle.files(table, split):
-                t = self.bundle._read_file(table, f, cols, where)
-                q.append(t.column(col).to_numpy().astype(np.int64) - lo)
-                it.append(t.column("item").to_numpy().astype(np.int64))
-        empty = np.zeros(0, np.int64)
-        src = np.concatenate(q) if q else empty
-        dst = np.concatenate(it) if it else empty
-        key = np.unique(src * self.num_items + dst)  # unique pairs, sorted
-        return Csr.from_pairs(key // self.num_items, key % self.num_items, hi - lo, self.num_items)
+            return heldout_pairs(
+                self.bundle, "interactions", "user", split, lo, hi, self.num_items, self.target
+            )
+        return heldout_pairs(self.bundle, "groups/items", "group", split, lo, hi, self.num_items)
 
     def _train_rows(self, task: str, lo: int, hi: int) -> Csr:
         """Train positives of queries ``[lo, hi)`` from the graph's src range (row k = lo + k)."""
         name = ui_graph(self.target) if task == "user" else GRAPH_GROUP_ITEM
         return own_rows(self.bundle, name, lo, hi)
 
-    def _eval_rows(self, split: str, task: str) -> tuple[np.ndarray, Csr, Csr]:
-        """(own queries [n] ascending, their targets, their excluded items), local rows; cached."""
+    def _eval_rows(self, split: str, task: str) -> tuple[np.ndarray, Csr, Csr, int]:
+        """(own queries [n] ascending (the ``eval.max_users`` sample), their targets, their
+        excluded items (local rows), eval steps); cached. The first call per (split, task) is a
+        collective (:func:`distrec.data.heldout.plan_queries`)."""
         if (task, split) not in self._eval:
             lo, hi = self._range(task)
-            targets = self._split_pairs(task, split, lo, hi)
+            targets = self._own_split_pairs(task, split)
             exclude = self._train_rows(task, lo, hi)
             if split == "test":
-                exclude = _union(exclude, self._split_pairs(task, "valid", lo, hi))
+                exclude = union(exclude, self._own_split_pairs(task, "valid"))
             queries = np.flatnonzero(targets.degrees() > 0) + lo
-            self._eval[(task, split)] = (queries, targets, exclude)
+            per = self.eval_batch // self.world
+            keep, steps = plan_queries(
+                queries, per, self.eval_max_users, self.seed, f"{split}.{task}"
+            )
+            self._eval[(task, split)] = (queries[keep], targets, exclude, steps)
         return self._eval[(task, split)]
 
     def num_eval_steps(self, split: str, task: str = "user") -> int:
-        """Eval steps of ``split``: the most any rank needs (collective)."""
-        queries, _, _ = self._eval_rows(split, task)
-        return max_over_ranks(math.ceil(len(queries) / (self.eval_batch // self.world)))
+        """Eval steps of ``split``: the most any rank needs (collective on first use)."""
+        return self._eval_rows(split, task)[3]
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
         """This rank's own queries with held-out items in ``split``, eval_batch / W per step;
@@ -348,10 +350,10 @@ class IGRecData(PayloadTraining, TaskData):
         query batch once a rank has none left)."""
         if task not in ("user", "group"):
             raise ValueError(f"IGRec has tasks user and group, not {task!r}")
-        queries, targets, exclude = self._eval_rows(split, task)
+        queries, targets, exclude, steps = self._eval_rows(split, task)
         lo = self._range(task)[0]
         per = self.eval_batch // self.world
-        for t in range(self.num_eval_steps(split, task)):
+        for t in range(steps):
             ids = queries[t * per : (t + 1) * per]
             batch = Batch(
                 sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(ids)}, size=len(ids)
@@ -381,21 +383,9 @@ class IGRecData(PayloadTraining, TaskData):
             exclude: list[list[int]] = []
             if len(q):
                 lo, hi = int(q.min()), int(q.max()) + 1
-                ex = _union(
-                    self._train_rows(task, lo, hi), self._split_pairs(task, "valid", lo, hi)
-                )
+                ex = union(self._train_rows(task, lo, hi), self._split_pairs(task, "valid", lo, hi))
                 exclude = [ex.row(int(x) - lo)[0].tolist() for x in q]
             batch = Batch(sparse={"ebc": self.kjt}, dense={"ids": torch.from_numpy(q)}, size=len(q))
             yield EvalQuery(
                 batch=batch, ids=torch.from_numpy(q), targets=[[] for _ in q], exclude=exclude
             )
-
-
-def _union(a: Csr, b: Csr) -> Csr:
-    """Pairs of either Csr (same shape), unweighted."""
-    return Csr.from_pairs(
-        np.concatenate([a.sources(), b.sources()]),
-        np.concatenate([a.indices, b.indices]).astype(np.int64),
-        a.num_src,
-        a.num_dst,
-    )

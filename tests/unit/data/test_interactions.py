@@ -115,3 +115,12 @@ def test_worker_process_gives_the_same_batches(bundle: Path) -> None:
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x.sparse["ebc"].values(), y.sparse["ebc"].values())
     assert proc.data_wait_seconds > 0.0
+
+
+def test_no_next_epoch_windows_after_the_last_epoch(bundle: Path) -> None:
+    """after_epoch warms epoch E+1's first windows, except after the last one (train.epochs)."""
+    for epochs, want in ((2, {0, 1}), (0, {0, 1, 2})):
+        d = InteractionData(bundle, batch_size=32, prefetch=0, epochs=epochs)
+        for e in (0, 1):
+            list(d.train_batches(e))
+        assert {r[1] for r in d.stream.reads} == want, epochs

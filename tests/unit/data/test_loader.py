@@ -135,25 +135,35 @@ def test_eval_sample_is_seeded_sorted_and_sized() -> None:
 
 
 def test_eval_max_users_is_the_same_sample_at_every_world_size(tmp_path: Path) -> None:
+    """The owner-range sample (distrec.data.heldout): every rank sends its count and smallest
+    keys, and all decide the same max_users queries whatever the world size. Simulated here over
+    the ranks' blocks; on real gloo ranks in tests/distributed/test_heldout_ranks.py."""
+    from distrec.data.heldout import own_range, sample_decide, sample_message
     from distrec.data.interactions import InteractionData
+    from distrec.data.loader import query_keys
     from tests.helpers.bundles import write_tiny_bundle
 
     b = write_tiny_bundle(tmp_path / "b", users=200, items=60, per_user=8, cooc=False)
     full = InteractionData(str(b), 0, 1, prefetch=0, eval_batch_size=16)
     all_users = np.concatenate([q.ids.numpy() for q in full.eval_queries("valid")])
-
-    def users(world: int) -> list[int]:
-        ranks = [
-            InteractionData(str(b), r, world, prefetch=0, eval_batch_size=16, eval_max_users=37)
-            for r in range(world)
-        ]
-        steps = [list(d.eval_queries("valid")) for d in ranks]
-        assert len({len(s) for s in steps}) == 1  # same step count on every rank
-        return sorted(int(u) for s in steps for q in s for u in q.ids.tolist())
-
-    one, two = users(1), users(2)
-    assert one == two and len(one) == 37 and len(set(one)) == 37
-    assert set(one) <= set(all_users.tolist())
+    one = InteractionData(str(b), 0, 1, prefetch=0, eval_batch_size=16, eval_max_users=37)
+    sample = np.concatenate([q.ids.numpy() for q in one.eval_queries("valid")])
+    assert len(sample) == len(set(sample.tolist())) == 37
+    assert set(sample.tolist()) <= set(all_users.tolist())
+    keys = query_keys(all_users, 0, "valid")
+    assert len(set(keys.tolist())) == len(keys)  # a bijection: distinct ids, distinct keys
+    assert not np.array_equal(keys, query_keys(all_users, 0, "test"))  # per split
+    for world in (2, 3, 7):
+        blocks = [own_range(200, r, world) for r in range(world)]
+        mine = [all_users[(all_users >= lo) & (all_users < hi)] for lo, hi in blocks]
+        rows = np.stack([sample_message(query_keys(m, 0, "valid"), 37) for m in mine])
+        kept, counts = [], set()
+        for m in mine:
+            keep, per_rank = sample_decide(rows, query_keys(m, 0, "valid"), 37)
+            kept += m[keep].tolist()
+            counts.add(tuple(per_rank.tolist()))
+        assert sorted(kept) == sorted(sample.tolist()), world
+        assert len(counts) == 1 and sum(counts.pop()) == 37  # every rank agrees on the counts
 
 
 def test_sequence_eval_max_users_is_the_same_sample_at_every_world_size(tmp_path: Path) -> None:
