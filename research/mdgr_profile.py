@@ -131,12 +131,25 @@ def main() -> None:
     p.add_argument("--gemm", action="store_true")
     p.add_argument("--rows", type=int, default=30)
     p.add_argument("--set", nargs="*", default=[], help="MDGRConfig field=value")
+    p.add_argument("--flops", action="store_true", help="matmul FLOPs of one step")
+    p.add_argument("--pair-chunk", type=int, default=None, help="MDGR.pair_chunk")
     p.add_argument("--dump", default=None, help="save loss and gradients of one step (torch.save)")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build(args.set)
+    if args.pair_chunk:
+        model.pair_chunk = args.pair_chunk
     inp = _inputs(model.cfg, args.batch, args.candidates, 0)
+    if args.flops:  # matmul FLOPs of one step (forward + backward) by module, from the shapes
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False, depth=3)
+        with counter:
+            dense_loss(model, inp).backward()
+        by_mod = {k: sum(v.values()) / 1e9 for k, v in counter.get_flop_counts().items()}
+        print(json.dumps({"matmul_gflop_per_step": counter.get_total_flops() / 1e9, "by": by_mod}))
+        return
     if args.dump:  # old tree vs new tree: same loss and gradients (compare the two files)
         loss = dense_loss(model, inp)
         loss.backward()
@@ -183,6 +196,7 @@ def main() -> None:
     res = {
         "batch": args.batch,
         "set": args.set,
+        "pair_chunk": getattr(model, "pair_chunk", None),
         "step_ms_median": 1000 * times[len(times) // 2],
         "step_ms_min": 1000 * times[0],
         "step_cpu_ms_median": 1000 * cpu[len(cpu) // 2],

@@ -98,6 +98,7 @@ class MDGR(RecModel):
     )
 
     target_aware_candidates = True  # eq. 11 clusters per candidate: sampled eval must use it
+    pair_chunk = 2048  # (sequence, candidate) pairs clustered at once by score_candidates
 
     def __init__(self, cfg: MDGRConfig, num_items: int, device: torch.device) -> None:
         super().__init__()
@@ -251,14 +252,14 @@ class MDGR(RecModel):
         """Target-aware scoring, faithful to eq. 11: one clustering per (sequence, candidate),
         the first cycle's target-free part shared by a sequence's candidates (see
         :mod:`~distrec.models.mdgr.clustering`). query [B, L, D+2], items [B, C, D] -> [B, C];
-        sequences are processed in chunks of <= 2048 pairs.
+        sequences are processed in chunks of <= ``pair_chunk`` pairs.
 
         Used by training (:meth:`forward`) and, since ``target_aware_candidates`` is set, by the
         engine's sampled-candidate evaluation (``distrec.eval.ranking``); full ranking uses
         :meth:`score`."""
         phi, mask, days = self._unpack(query)
         b, c, _ = items.shape
-        per = max(1, 2048 // max(c, 1))  # sequences per chunk: <= 2048 (sequence, candidate) pairs
+        per = max(1, self.pair_chunk // max(c, 1))  # sequences per chunk
         out = []
         for s in range(0, b, per):
             t = items[s : s + per]
