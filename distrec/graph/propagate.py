@@ -77,7 +77,7 @@ def propagate_full(
 def propagate_partitioned(
     graph: PartitionedGraph, h0: torch.Tensor, layers: int
 ) -> list[torch.Tensor]:
-    """Partitioned full propagation over one flat-space matrix (``graph.mats[0]``).
+    """Partitioned full propagation over the first flat-space matrix of ``graph``.
 
     Args:
         graph: this rank's adjacency rows and halo plan (collective to build, built once).

@@ -38,7 +38,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.csr import Csr
 from distrec.graph.adjacency import HeteroGraph
-from distrec.graph.halo import Exchange, PartitionedGraph, gather_rows
+from distrec.graph.halo import Exchange, Halo, PartitionedGraph, gather_rows
 from distrec.graph.partition import NodePartition
 from distrec.graph.propagate import (
     Embeddings,
@@ -60,8 +60,9 @@ class LightGCNConfig:
     behavior: str = ""  # graph and training behavior; "" = the bundle's target behavior
     renormalize: bool = False  # recompute 1/sqrt(deg_u deg_i) instead of trusting the bundle
     # owned full mode: read the own rows straight from the fused shard (local_shards.py) instead
-    # of a padded 3-key KJT lookup. Exact (its gradients are divided by W as TorchRec's are).
-    local_shards: bool = False
+    # of a padded 3-key KJT lookup (false: the KJT lookup; both exact, the KJT one is slower:
+    # docs/results/graph_scale.md). A non-fused or non-row-wise table always takes the KJT one.
+    local_shards: bool = True
 
 
 class LightGCN(RecModel):
@@ -215,22 +216,35 @@ class LightGCN(RecModel):
 
     # ---------------------------------------------------------------- training
     def _owned_batch_rows(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        """Owned full mode: final and layer-0 rows of the batch's users, positives, negatives,
-        gathered from their owners in one exchange: (u, p, n, u0, p0, n0)."""
+        """Owned full mode: final rows of the batch's users u [B, D], positives p [B, D] and
+        negatives n [B, k, D], and ``ego2`` = the sum of |layer-0 row|^2 over the batch's
+        B + B + B k ids (the L2 term), fetched from their owners in one exchange: (u, p, n, ego2).
+
+        Each requested row crosses once, whatever its count in the batch: its owner sends the
+        layer mean and layer 0 side by side [S, 2D] (the mean taken on the S sent rows, not on the
+        [n_local, D] tables), and the L2 term weights each fetched row by its count instead of
+        expanding layer 0 to every occurrence.
+        """
         ui, pi, ni = batch.dense["user_idx"], batch.dense["pos_idx"], batch.dense["neg_idx"]
         part, layers = self._own_rows(ui.device)
+        device, d = layers[0].device, layers[0].shape[1]
         flat = torch.cat([ui, pi + self.num_users, ni.reshape(-1) + self.num_users])
-        d, n_l = layers[0].shape[1], len(layers)
-        # every layer's rows of the batch's ids, side by side [m, (L+1) D]; the layer mean is
-        # taken on these m rows, not on the [n_local, D] tables (no whole-table stack or cat)
-        rows = gather_rows(part, self.exchange, layers, flat)
+        uniq, inverse = torch.unique(flat.to(torch.int64).cpu(), return_inverse=True)
+        halo = Halo(part, uniq, self.exchange, device)  # its buffer rows: uniq, owner by owner
+        sent = [x.index_select(0, halo.send_idx) for x in layers]  # [S, D] per layer
+        mean = sent[0]
+        for x in sent[1:]:  # a sum, not stack().mean(): no [L+1, S, D] copy either way
+            mean = mean + x
+        mean = mean / len(sent)
+        buf = self.exchange.all_to_all(torch.cat([mean, sent[0]], 1), halo.send, halo.recv)
+        # split, not slices: the backward of a split is one cat, a slice's zero-fills its input
+        fin_h, ego_h = buf.split([d, d], 1)  # [H, D] each
+        at = halo.buffer_index(part, uniq)[inverse]  # [m] buffer row of every id of the batch
+        count = torch.bincount(at, minlength=halo.size).to(device=device, dtype=buf.dtype)
+        ego2 = (count * ego_h.pow(2).sum(1)).sum()
         b, k = ui.shape[0], ni.shape[1] if ni.dim() == 2 else 1
-        fin, ego = rows.view(-1, n_l, d).mean(1), rows[:, :d]
-
-        def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return x[:b], x[b : 2 * b], x[2 * b :].reshape(b, k, d)
-
-        return (*split(fin), *split(ego))
+        u, p, n = fin_h.index_select(0, at.to(device)).split([b, b, b * k])  # [m, D] -> 3 parts
+        return u, p, n.reshape(b, k, d), ego2
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """BPR: mean softplus(<u,n> - <u,p>) over B x k pairs + l2 * (|u0|^2+|p0|^2+|n0|^2) / 2B."""
@@ -238,17 +252,18 @@ class LightGCN(RecModel):
         self._device = batch.dense["user_idx"].device
         ui, pi, ni = batch.dense["user_idx"], batch.dense["pos_idx"], batch.dense["neg_idx"]
         if self.partition == "owned" and "g.layers" not in batch.dense:
-            u, p, n, u0, p0, n0 = self._owned_batch_rows(batch)
+            u, p, n, ego2 = self._owned_batch_rows(batch)
         else:
             per_layer, final = self.propagate(batch)
             u, p, n = final["user"][ui], final["item"][pi], final["item"][ni]  # [B,D] [B,D] [B,k,D]
             ego = per_layer[0]
             u0, p0, n0 = ego["user"][ui], ego["item"][pi], ego["item"][ni]
+            ego2 = u0.pow(2).sum() + p0.pow(2).sum() + n0.pow(2).sum()
         pos = (u * p).sum(-1, keepdim=True)  # [B, 1]
         neg = (u.unsqueeze(1) * n).sum(-1)  # [B, k]
         bpr = F.softplus(neg - pos).mean()
         b = max(int(ui.shape[0]), 1)
-        reg = self.l2 * 0.5 * (u0.pow(2).sum() + p0.pow(2).sum() + n0.pow(2).sum()) / b
+        reg = self.l2 * 0.5 * ego2 / b
         return bpr + reg, {"bpr": bpr.detach(), "reg": reg.detach()}
 
     # -------------------------------------------------------------- evaluation
