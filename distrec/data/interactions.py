@@ -150,7 +150,10 @@ class InteractionData(PayloadTraining, TaskData):
         self._heldout: dict[str, Csr] = {}
         # the users this rank evaluates (row-wise blocks, as the tables' and the graph reads')
         self.eval_lo, self.eval_hi = own_range(self.num_users, rank, world_size)
-        self._eval: dict[str, tuple[np.ndarray, list[list[int]], list[list[int]] | None, int]] = {}
+        # (split, per-rank queries a step) -> the rank's queries and the eval step count
+        self._eval: dict[
+            tuple[str, int], tuple[np.ndarray, list[list[int]], list[list[int]] | None, int]
+        ] = {}
         # train_batches prefetches payloads (distrec.data.payloads); built[epoch] counts them
         self.init_prefetch(prefetch, workers)
         self.fill_rows = 0  # wrap-around fill pairs handed out
@@ -307,18 +310,17 @@ class InteractionData(PayloadTraining, TaskData):
     ) -> tuple[np.ndarray, list[list[int]], list[list[int]] | None, int]:
         """``_eval_table`` restricted to the ``eval.max_users`` sample, plus the step count (the
         same on every rank: one all-gather the first time, so every rank asks for the same
-        splits in the same order, as the evaluator does); cached per split."""
-        if split not in self._eval:
+        splits in the same order, as the evaluator does); cached per split and step size."""
+        key = (split, self.eval_per_rank)
+        if key not in self._eval:
             users, targets, cands = self._eval_table(split)
-            keep, steps = plan_queries(
-                users, self.eval_per_rank, self.eval_max_users, self.seed, split
-            )
+            keep, steps = plan_queries(users, key[1], self.eval_max_users, self.seed, split)
             if keep.shape[0] < users.shape[0]:
                 users = users[keep]
                 targets = [targets[i] for i in keep]
                 cands = None if cands is None else [cands[i] for i in keep]
-            self._eval[split] = (users, targets, cands, steps)
-        return self._eval[split]
+            self._eval[key] = (users, targets, cands, steps)
+        return self._eval[key]
 
     def num_eval_steps(self, split: str) -> int:
         return self._eval_queries_of(split)[3]

@@ -170,7 +170,7 @@ class IGRecData(PayloadTraining, TaskData):
         self.kjt = full_table_kjt(counts)
         self.sampler = sampler  # sampled graph mode when set
         self.with_interest_table = with_interest_table
-        self._eval: dict[tuple[str, str], tuple[np.ndarray, Csr, Csr, int]] = {}
+        self._eval: dict[tuple[str, str, int], tuple[np.ndarray, Csr, Csr, int]] = {}
         self._held: dict[tuple[str, str], Csr] = {}  # (task, split) -> own held-out pairs
         self.init_prefetch(0, 0)  # the engine sets data.prefetch / data.num_workers
 
@@ -326,19 +326,20 @@ class IGRecData(PayloadTraining, TaskData):
         """(own queries [n] ascending (the ``eval.max_users`` sample), their targets, their
         excluded items (local rows), eval steps); cached. The first call per (split, task) is a
         collective (:func:`distrec.data.heldout.plan_queries`)."""
-        if (task, split) not in self._eval:
+        per = self.eval_batch // self.world
+        key = (task, split, per)  # the step count depends on the step size
+        if key not in self._eval:
             lo, hi = self._range(task)
             targets = self._own_split_pairs(task, split)
             exclude = self._train_rows(task, lo, hi)
             if split == "test":
                 exclude = union(exclude, self._own_split_pairs(task, "valid"))
             queries = np.flatnonzero(targets.degrees() > 0) + lo
-            per = self.eval_batch // self.world
             keep, steps = plan_queries(
                 queries, per, self.eval_max_users, self.seed, f"{split}.{task}"
             )
-            self._eval[(task, split)] = (queries[keep], targets, exclude, steps)
-        return self._eval[(task, split)]
+            self._eval[key] = (queries[keep], targets, exclude, steps)
+        return self._eval[key]
 
     def num_eval_steps(self, split: str, task: str = "user") -> int:
         """Eval steps of ``split``: the most any rank needs (collective on first use)."""
