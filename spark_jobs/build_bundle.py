@@ -159,7 +159,14 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
     ).parquet(work)
     ev = spark.read.parquet(work)
     log("writing interactions")
-    w.write("interactions", ev, partition_by="split", sort=["user", "item"])
+    # held-out splits by user range (a rank reads its own users' rows), train round-robin
+    w.write(
+        "interactions",
+        ev,
+        partition_by="split",
+        sort=["user", "item"],
+        held_out_by=("user", counts["users"]),
+    )
     for s, n in w.split_rows("interactions").items():
         counts[f"interactions.{s}"] = n
     # Per-behavior counts cover every kept interaction, including held-out users' input
@@ -218,7 +225,13 @@ def _build(spark, raw, protocol, opts, w, log, source, name) -> dict[str, Any]: 
         )
         if sp.group_items is not None:
             gi = sp.group_items
-            w.write("groups/items", gi, partition_by="split", sort=["group", "item"])
+            w.write(
+                "groups/items",
+                gi,
+                partition_by="split",
+                sort=["group", "item"],
+                held_out_by=("group", counts["groups"]),
+            )
             for s, n in w.split_rows("groups/items").items():
                 counts[f"group_items.{s}"] = n
             gtrain = gi.filter("split = 'train'").select("group", "item")

@@ -11,9 +11,14 @@ every table and file, is the last object written. An existing bundle loses its m
 first, so readers (which refuse a directory without a manifest) never see a mix.
 
 Partitioned layout (#15): every table but ids/* and _rejected is written as exactly
-``partitions`` files per split with near-equal row counts; graph file k covers the src range
-[floor(k*n/N), floor((k+1)*n/N) - 1]. The manifest lists each file with its row count (and
-src range), read from the Parquet footers, which costs no Spark job.
+``partitions`` files per split; graph file k covers the src range [floor(k*n/N),
+floor((k+1)*n/N) - 1], sorted by src. The held-out splits (valid, test) of ``interactions`` and
+``groups/items`` are range-partitioned the same way by user / group and sorted, so a rank that
+evaluates a block of users reads only the row groups whose footer statistics meet it; the
+other tables and the train split are round-robin with near-equal row counts. The manifest lists
+each file with its row count (and key range: ``src_lo``/``src_hi`` for graphs, ``range_by`` /
+``key_lo`` / ``key_hi`` for range-partitioned split files), read from the Parquet footers, which
+costs no Spark job.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from distrec.data.schema import (
 from spark_jobs.store import Store, join
 
 _PART = re.compile(r"part-(\d{5})")
+# The splits a rank reads for evaluation only: range-partitioned by ``held_out_by`` (write()).
+HELDOUT_SPLITS = ("valid", "test")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -173,9 +180,12 @@ class BundleWriter:
         partition_by: str | None = None,
         sort: list[str] | None = None,
         single: bool = False,
+        held_out_by: tuple[str, int] | None = None,
     ) -> TableInfo:
         """Write ``df`` (columns in schema order, plus ``partition_by``) as ``table``: N files
-        (per split when ``partition_by="split"``), or one file when ``single``."""
+        (per split when ``partition_by="split"``), or one file when ``single``.
+        ``held_out_by=(column, num_keys)``: the held-out splits' files are N contiguous ranges of
+        ``column`` over [0, num_keys) instead of round-robin (``sort`` should start with it)."""
         cols = [f.name for f in schema_for(table)]
         n = None if single else self.partitions
         entries: list[dict[str, Any]] = []
@@ -188,9 +198,20 @@ class BundleWriter:
                 raise ValueError(f"partition_by={partition_by!r}: only 'split' is supported")
             for s in SPLITS:
                 d = df.filter(F.col("split") == s).select(*cols)
-                d = d.coalesce(1) if single else d.repartition(self.partitions)
+                ranged = held_out_by is not None and s in HELDOUT_SPLITS and not single
+                if ranged:
+                    assert held_out_by is not None
+                    d = self._by_range(d, *held_out_by)
+                else:
+                    d = d.coalesce(1) if single else d.repartition(self.partitions)
                 got = self._write_dir(join(self.path(table), f"split={s}"), d, table, n, sort)
-                entries += [dict(e, split=s) for e in got]
+                for e in got:
+                    e["split"] = s
+                    if ranged:
+                        assert held_out_by is not None
+                        e["range_by"] = held_out_by[0]
+                        e["key_lo"], e["key_hi"] = src_range(e["index"], n or 1, held_out_by[1])
+                entries += got
         return self._register(table, partition_by, entries)
 
     def _hash_key(self, k: int) -> int:
@@ -212,12 +233,12 @@ class BundleWriter:
             self._hash_keys = [keys[k] for k in range(n)]
         return self._hash_keys[k]
 
-    def write_graph(self, name: str, df: DataFrame, num_src: int) -> TableInfo:
-        """Range-partition by src into N contiguous ranges over [0, num_src), sorted by src."""
-        table = f"graphs/{name}"
+    def _by_range(self, df: DataFrame, col: str, num_keys: int) -> DataFrame:
+        """``df`` in N Spark partitions, partition k holding the rows whose ``col`` lies in the
+        range of file k (:func:`src_range`) over [0, num_keys)."""
         n = self.partitions
-        m = max(1, num_src)
-        k = F.floor(((F.col("src") + 1) * n - 1) / F.lit(m)).cast("long")
+        m = max(1, num_keys)
+        k = F.floor(((F.col(col) + 1) * n - 1) / F.lit(m)).cast("long")
         keys = F.create_map(
             *[
                 x
@@ -225,7 +246,13 @@ class BundleWriter:
                 for x in (F.lit(i).cast("long"), F.lit(self._hash_key(i)).cast("long"))
             ]
         )
-        d = df.select("src", "dst", "w").withColumn("_v", keys[k]).repartition(n, "_v").drop("_v")
+        return df.withColumn("_v", keys[k]).repartition(n, "_v").drop("_v")
+
+    def write_graph(self, name: str, df: DataFrame, num_src: int) -> TableInfo:
+        """Range-partition by src into N contiguous ranges over [0, num_src), sorted by src."""
+        table = f"graphs/{name}"
+        n = self.partitions
+        d = self._by_range(df.select("src", "dst", "w"), "src", num_src)
         entries = self._write_dir(self.path(table), d, table, n, ["src"])
         for e in entries:
             e["src_lo"], e["src_hi"] = src_range(e["index"], n, num_src)
