@@ -182,3 +182,21 @@ def test_empty_sequence_in_a_footer_counted_table_is_an_error(tmp_path: Path) ->
     with pytest.raises(BundleFormatError, match="row 1, field 'items': empty sequence"):
         for step in range(d.num_train_steps(0)):
             d.payload(0, step)
+
+
+def test_an_epoch_loads_each_window_once_plus_the_first_again_for_the_fill(bundle: Path) -> None:
+    """The wrap-around step meets the last window, then the first: the last stays cached, so
+    only the first window is loaded a second time (for the fill), and only by shards with fill."""
+    d = SequenceData(str(bundle), _opts(shuffle_buffer=7, batch_size=24))
+    st = d.stream
+    assert st is not None
+    for t in range(d.num_train_steps(0)):
+        st.step_slices(0, t)
+    for v in st.shards:
+        se = st._epoch(v, 0)
+        n = int(se.starts[-1])
+        loads = [r[2] for r in st.reads if r[0] == v]
+        wraps = st.num_steps() * st.quota[v] > n
+        assert loads == list(range(len(se.windows))) + ([0] if wraps else []), v
+    # the case that matters was met: a shard's wrap-around step mixes its last and first window
+    assert any(int(st._epoch(v, 0).starts[-1]) % st.quota[v] for v in st.shards)
