@@ -8,8 +8,7 @@ CAPTURE names what is saved besides ``losses``:
 
 * ``cache``: ``model._cache["user"]`` and ``["group"]`` after ``prepare_eval`` (IGRec's
   propagated representations);
-* ``query_reps``: ``ids`` and ``reps`` of the first ``valid`` query batch, gathered from every
-  rank (CIGF).
+* ``query_reps``: ``ids`` and ``reps`` of every ``valid`` query, gathered from every rank (CIGF).
 """
 
 from __future__ import annotations
@@ -37,11 +36,16 @@ def _cache(s: Any) -> dict[str, torch.Tensor]:
 
 
 def _query_reps(s: Any) -> dict[str, torch.Tensor]:
+    # every valid query of every rank: a rank evaluates the users of its own block, so the
+    # first batch holds other users at W = 2 than at W = 1, but the whole split is the same set
+    ids, reps = [], []
     with torch.no_grad():
-        q = next(iter(s.data.eval_queries("valid")))
-        reps = s.model.query(q.batch)  # [B_r, ...]
+        for q in s.data.eval_queries("valid"):  # the same step count on every rank
+            n = len(q.targets)  # rows past n pad an empty step (query() may be a collective)
+            ids.append(q.ids[:n])
+            reps.append(s.model.query(q.batch)[:n])  # [n, ...]
     gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (q.ids, reps))  # a collective: every rank calls it
+    dist.all_gather_object(gathered, (torch.cat(ids), torch.cat(reps)))  # every rank calls it
     return {"ids": torch.cat([g[0] for g in gathered]), "reps": torch.cat([g[1] for g in gathered])}
 
 

@@ -242,16 +242,19 @@ class CigfData(InteractionData):
         return Batch(sparse={"ebc": kjt}, dense=dense, size=int(nodes.shape[0]))
 
     def eval_queries(self, split: str, task: str = "user") -> Iterator[EvalQuery]:
-        for step, q in enumerate(super().eval_queries(split, task)):
+        for q in super().eval_queries(split, task):
             if self.mode == "sampled":
-                rng = step_rng(self.seed, 10_000 + (split == "test"), step, _SAMPLE_STREAM)
+                # one salt set per split, not per step: a query's neighbourhood draws then depend
+                # only on the node, whichever rank and eval step it lands in (ranks evaluate
+                # their own users, so the steps hold other users at another world size)
+                rng = step_rng(self.seed, 10_000 + (split == "test"), 0, _SAMPLE_STREAM)
                 q.batch = self._subgraph_batch(_query_users(q), "user", rng)
             yield q
 
     def queries_for(self, ids: np.ndarray, task: str = "user") -> Iterator[EvalQuery]:
-        for step, q in enumerate(super().queries_for(ids, task)):
+        for q in super().queries_for(ids, task):
             if self.mode == "sampled":
-                rng = step_rng(self.seed, 10_002, step, _SAMPLE_STREAM)
+                rng = step_rng(self.seed, 10_002, 0, _SAMPLE_STREAM)  # per node, as eval_queries
                 q.batch = self._subgraph_batch(_query_users(q), "user", rng)
             yield q
 
