@@ -198,19 +198,18 @@ class BundleWriter:
                 raise ValueError(f"partition_by={partition_by!r}: only 'split' is supported")
             for s in SPLITS:
                 d = df.filter(F.col("split") == s).select(*cols)
-                ranged = held_out_by is not None and s in HELDOUT_SPLITS and not single
-                if ranged:
-                    assert held_out_by is not None
-                    d = self._by_range(d, *held_out_by)
+                # (column, num_keys) when this split's files are key ranges, else None
+                ranged = held_out_by if s in HELDOUT_SPLITS and not single else None
+                if ranged is not None:
+                    d = self._by_range(d, *ranged)
                 else:
                     d = d.coalesce(1) if single else d.repartition(self.partitions)
                 got = self._write_dir(join(self.path(table), f"split={s}"), d, table, n, sort)
                 for e in got:
                     e["split"] = s
-                    if ranged:
-                        assert held_out_by is not None
-                        e["range_by"] = held_out_by[0]
-                        e["key_lo"], e["key_hi"] = src_range(e["index"], n or 1, held_out_by[1])
+                    if ranged is not None:
+                        e["range_by"] = ranged[0]
+                        e["key_lo"], e["key_hi"] = src_range(e["index"], n or 1, ranged[1])
                 entries += got
         return self._register(table, partition_by, entries)
 
