@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from e2e_support import (  # noqa: E402
     free_port,
     free_ports,
     install_sigterm_exit,
+    rank_process,
     run_stage,
 )
 
@@ -51,11 +53,17 @@ STAGES = (
     "export",
     "resume",
 )
+# each model's default config (--<model>-config picks another; its path and the overrides go into
+# the stage's JSON entry)
 CONFIGS = {
     "cigf": "configs/cigf/synthetic.yaml",
     "lightgcn": "configs/lightgcn/synth.yaml",
     "dismir": "configs/dismir/beauty.yaml",
 }
+SERIES = ("distrec_samples_total", "distrec_step_seconds_count", "distrec_data_wait_seconds_total")
+SMOKE_BELOW = (
+    10_000_000  # smaller --rows are smoke runs: their JSON goes to --work, not bench/results
+)
 EPOCH_RE = re.compile(r"epoch (\d+): (\d+) steps, loss ([\d.naninf-]+), (\d+) samples/s/rank")
 
 
@@ -128,7 +136,7 @@ class E2E:
         # a prebuilt bundle (--mb-bundle / --seq-bundle) is used as it is and not rebuilt
         self.mb_bundle = Path(args.mb_bundle) if args.mb_bundle else self.work / "bundle_mb"
         self.seq_bundle = Path(args.seq_bundle) if args.seq_bundle else self.work / "bundle_seq"
-        self.out = Path(args.out or REPO / "bench" / "results" / f"e2e_scale_{args.rows}.json")
+        self.out = Path(args.out or _default_out(args.rows, self.work))
         # stages run by separate invocations (--stages ...) accumulate in one JSON
         old = json.loads(self.out.read_text()) if self.out.exists() and not args.fresh else {}
         self.stages: dict[str, Any] = old.get("stages", {})
@@ -151,7 +159,9 @@ class E2E:
         self.stages["synth"] = rec
 
     def bundle(self) -> None:
-        rec = {}
+        # a part given prebuilt (--mb-bundle / --seq-bundle) keeps what an earlier invocation
+        # measured for it: the two builds can run as two commands
+        rec = dict(self.stages.get("bundle", {}).get("parts", {}))
         for name, raw, out, opts in (
             ("multibehavior", self.work / "raw_mb", self.mb_bundle, ["split=random_per_user"]),
             ("sequence", self.work / "raw_seq", self.seq_bundle, ["split=user_holdout"]),
@@ -187,31 +197,40 @@ class E2E:
             ov.append(f"eval.max_users={self.a.eval_users}")
         return ov + list(getattr(self.a, f"{model}_override") or [])
 
-    def train(self, model: str, extra: list[str] | None = None, name: str = "") -> dict[str, Any]:
+    def config(self, model: str) -> str:
+        return str(getattr(self.a, f"{model}_config") or CONFIGS[model])
+
+    def train(
+        self, model: str, extra: list[str] | None = None, name: str = "", keep: bool = False,
+        start_step: int = 0,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One 2-rank training stage scraped by Prometheus. ``keep``: the run directory is
+        resumed, not cleared; ``start_step``: its global step at the resume (the new processes'
+        counters start there at 0)."""
         name = name or f"train_{model}"
         run_dir = self.work / "runs" / name
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
         base = free_ports(2)
         assert self.prom is not None
         self.prom.target(name, [base, base + 1])
         ov = self._overrides(model, run_dir, base) + (extra or [])
-        cmd = _torchrun("distrec.train", [model, "--config", CONFIGS[model], *ov], free_port())
+        cfg = self.config(model)
+        cmd = _torchrun("distrec.train", [model, "--config", cfg, *ov], free_port())
         t0 = time.time()
         res = run_stage(cmd, self.work / f"{name}.log", _env())
         t1 = time.time()
         time.sleep(2.5)  # two more scrape intervals: the last samples land
         batch = int(_cfg_value(run_dir, "data", "batch_size") or 0)
-        rec = _record(res, command=cmd, run_dir=str(run_dir), global_batch=batch)
+        rec = _record(res, config=cfg, overrides=ov, command=cmd, run_dir=str(run_dir),
+                      global_batch=batch)  # fmt: skip
+        rec["samples_per_s"] = None
         if res.rc == 0:
             rec.update(_train_stats(run_dir, batch))
-        rec["prometheus"] = {
-            series: self.prom.coverage(f'{series}{{run="{name}"}}', t0, t1)
-            for series in (
-                "distrec_samples_total",
-                "distrec_step_seconds_count",
-                "distrec_data_wait_seconds_total",
-            )  # fmt: skip
-        }
+        prom = {s: self.prom.coverage(f'{s}{{run="{name}"}}', t0, t1) for s in SERIES}
+        rec["prometheus"] = prom
+        steps = rec.get("global_step")
+        rec["prometheus_covers_run"] = _covers(prom, None if steps is None else steps - start_step)
         rec["train_wall_span_s"] = round(t1 - t0, 1)
         self.stages[name] = rec
         return rec
@@ -227,8 +246,13 @@ class E2E:
         if res.rc == 0:
             text = Path(res.log).read_text()
             metrics = json.loads(text[text.rindex("{") : text.rindex("}") + 1])
+        trained = json.loads((run / "metrics.json").read_text()).get("test") if (
+            run / "metrics.json").exists() else None  # fmt: skip
+        same = None if metrics is None or trained is None else all(
+            metrics.get(k) == v for k, v in trained.items())  # fmt: skip
         self.stages["eval"] = _record(res, command=cmd, metrics=metrics, samples_per_s=None,
-                                      eval_users=self.a.eval_users)  # fmt: skip
+                                      eval_users=self.a.eval_users,
+                                      same_as_training_test=same)  # fmt: skip
 
     def export(self) -> None:
         run = self.work / "runs" / "train_lightgcn"
@@ -258,37 +282,59 @@ class E2E:
 
     # ---------------------------------------------------------------- resume
     def resume(self) -> None:
-        """A shorter LightGCN run killed (SIGKILL, every rank) after its first mid-epoch
-        checkpoint, resumed, and compared with the same run uninterrupted."""
+        """A shorter LightGCN run (``--resume-steps`` S at global batch ``--resume-batch``, one
+        epoch, a checkpoint every S/2 steps): rank 1 SIGKILLed once the first checkpoint is on
+        disk (torchrun then stops rank 0), ``--resume`` of the same run directory, and the same
+        run uninterrupted for reference. The kill must land mid-epoch, and the resumed ranks must
+        build no batch before the saved data position (their data_stats say which they built)."""
         steps = self.a.resume_steps
-        common = [f"train.max_steps={steps}", f"run.checkpoint_every={steps // 2}"]
+        common = [f"train.max_steps={steps}", f"run.checkpoint_every={steps // 2}",
+                  f"data.batch_size={self.a.resume_batch}"]  # fmt: skip
         ref = self.train("lightgcn", common, name="resume_reference")
         run_dir = self.work / "runs" / "resume_killed"
         shutil.rmtree(run_dir, ignore_errors=True)
         base = free_ports(2)
         ov = self._overrides("lightgcn", run_dir, base) + common
-        cmd = _torchrun("distrec.train", ["lightgcn", "--config", CONFIGS["lightgcn"], *ov],
+        cmd = _torchrun("distrec.train", ["lightgcn", "--config", self.config("lightgcn"), *ov],
                         free_port())  # fmt: skip
         latest = run_dir / "checkpoints" / "latest"
-        killed = run_stage(cmd, self.work / "resume_kill.log", _env(),
-                           on_poll=lambda p, t: latest.exists())  # fmt: skip
+        kill = _RankKiller(latest, rank=1)
+        killed = run_stage(cmd, self.work / "resume_kill.log", _env(), on_poll=kill)
         saved = (run_dir / "checkpoints" / latest.read_text().strip()) if latest.exists() else None
-        position = json.loads((saved / "meta.json").read_text()).get("data") if saved else None
-        resumed = self.train("lightgcn", [*common, "--resume"], name="resume_killed")
+        meta = json.loads((saved / "meta.json").read_text()) if saved else {}
+        position = meta.get("data")
+        # what the killed processes left besides checkpoints: the resumed run's own must be read
+        for stale in ("logs", "data_stats", "metrics.json"):
+            if (run_dir / stale).exists():
+                (run_dir / stale).rename(run_dir / f"killed_{stale}")
+        at = meta.get("global_step", 0)
+        resumed = self.train("lightgcn", [*common, "--resume"], name="resume_killed", keep=True,
+                             start_step=int(at or 0))  # fmt: skip
         data_stats = {}
         for r in range(2):
             f = run_dir / "data_stats" / f"rank{r}.json"
             data_stats[r] = json.loads(f.read_text()) if f.exists() else None
+        per_epoch = ref.get("steps_per_epoch")
         self.stages["resume"] = {
             "wall_s": round(killed.wall_s + resumed["wall_s"], 2),
             "peak_rss_mb_per_rank": resumed["peak_rss_mb_per_rank"],
-            "samples_per_s": resumed.get("samples_per_s"),
-            "killed_after_s": killed.wall_s,
-            "killed_rc": killed.rc,
-            "reference": {k: ref.get(k) for k in ("global_step", "test", "steps")},
-            "resumed": {k: resumed.get(k) for k in ("global_step", "test", "steps")},
-            "same_step_count": ref.get("global_step") == resumed.get("global_step"),
-            "same_metrics": ref.get("test") == resumed.get("test"),
+            "samples_per_s": ref.get("samples_per_s"),
+            "rc": resumed["rc"],
+            "settings": common,
+            "killed_rank": 1,
+            "killed_after_s": kill.killed_at,
+            "killed_stage_rc": killed.rc,
+            "killed_stage_wall_s": killed.wall_s,
+            "checkpoint_global_step": at,
+            "mid_epoch": bool(
+                position
+                and int(position["epoch"]) == 0
+                and 0 < int(position["step"]) < (per_epoch or 0)
+            ),
+            "reference": {k: ref.get(k) for k in ("global_step", "test", "steps", "rc")},
+            "resumed": {k: resumed.get(k) for k in ("global_step", "test", "steps", "rc")},
+            "same_step_count": _same(ref.get("global_step"), resumed.get("global_step")),
+            "same_metrics": _same(ref.get("test"), resumed.get("test")),
             "killed_at_position": position,
             "rebuilt_earlier_batches": _rebuilt(data_stats, position),
             "data_stats": data_stats,
@@ -338,6 +384,50 @@ class E2E:
         return doc
 
 
+class _RankKiller:
+    """``run_stage``'s ``on_poll`` for the resume check: SIGKILL one rank's process once
+    ``marker`` exists, then let torchrun stop the others; the whole tree only if it is still up
+    60 s later."""
+
+    def __init__(self, marker: Path, rank: int) -> None:
+        self.marker, self.rank = marker, rank
+        self.killed_at: float | None = None
+
+    def __call__(self, proc: Any, elapsed: float) -> bool:
+        if self.killed_at is not None:
+            return elapsed - self.killed_at > 60
+        if self.marker.exists():
+            pid = rank_process(proc.pid, self.rank)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                self.killed_at = round(elapsed, 2)
+        return False
+
+
+def _same(a: Any, b: Any) -> bool | None:
+    return None if a is None or b is None else a == b
+
+
+def _default_out(rows: int, work: Path) -> Path:
+    if rows < SMOKE_BELOW:
+        return work / f"e2e_scale_{rows}_smoke.json"
+    return REPO / "bench" / "results" / f"e2e_scale_{rows}.json"
+
+
+def _covers(prom: dict[str, Any], steps: int | None) -> bool | None:
+    """Whether every series was scraped on both ranks from before the first step (value 0) to
+    after the last one (the step counter at ``steps``, the steps these processes ran)."""
+    if steps is None:
+        return None
+    for series, ranks in prom.items():
+        if sorted(ranks) != ["0", "1"] or any(r["first_value"] != 0 for r in ranks.values()):
+            return False
+        if series == "distrec_step_seconds_count":
+            if any(r["last_value"] != steps for r in ranks.values()):
+                return False
+    return True
+
+
 def _rebuilt(stats: dict[int, Any], position: dict[str, Any] | None) -> bool | None:
     """Whether any rank of the resumed run built a batch before the saved data position."""
     if not position or any(v is None for v in stats.values()):
@@ -373,7 +463,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=10_000_000, help="raw multi-behavior events")
     p.add_argument("--seq-items", type=int, default=0, help="items of the sequence set (R/10)")
     p.add_argument("--steps", type=int, default=0, help="training steps per model (0 = an epoch)")
-    p.add_argument("--resume-steps", type=int, default=40)
+    p.add_argument("--resume-steps", type=int, default=40, help="steps of the resume check")
+    p.add_argument(
+        "--resume-batch",
+        type=int,
+        default=8192,
+        help="its global batch (one epoch must hold more than --resume-steps)",
+    )
     p.add_argument("--eval-users", type=int, default=20_000, help="test users evaluated (0 = all)")
     p.add_argument("--export-users", type=int, default=10_000)
     p.add_argument("--driver-memory", default="4g")
@@ -381,9 +477,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="")
     p.add_argument("--mb-bundle", default="", help="use this multi-behavior bundle as it is")
     p.add_argument("--seq-bundle", default="", help="use this sequence bundle as it is")
-    p.add_argument("--out", default="")
+    p.add_argument(
+        "--out",
+        default="",
+        help=f"JSON (default bench/results/e2e_scale_<rows>.json; below {SMOKE_BELOW:.0e} "
+        "rows <work>/e2e_scale_<rows>_smoke.json)",
+    )
     p.add_argument("--fresh", action="store_true", help="drop the stages of an earlier JSON")
-    for m in CONFIGS:
+    for m, cfg in CONFIGS.items():
+        p.add_argument(f"--{m}-config", default=cfg, help=f"{m}'s config (default {cfg})")
         p.add_argument(f"--{m}-override", nargs="*", default=[], help=f"extra {m} overrides")
     args = p.parse_args(argv)
     install_sigterm_exit()

@@ -87,6 +87,18 @@ class StageResult:
         return [round(self.peak_rss_mb_by_rank[r], 1) for r in sorted(self.peak_rss_mb_by_rank)]
 
 
+def rank_process(launcher: int, rank: int) -> int | None:
+    """The pid of rank ``rank``'s own process: the child of torchrun's ``launcher`` whose
+    ``RANK`` is ``rank`` (its forked data workers, one level further down, are not it)."""
+    try:
+        kids = [int(k) for t in Path(f"/proc/{launcher}/task").iterdir()
+                for k in (t / "children").read_text().split()]  # fmt: skip
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    cache: dict[int, int] = {}
+    return next((k for k in kids if _rank(k, cache) == rank), None)
+
+
 def _kill_tree(root: int) -> None:
     """SIGKILL ``root`` and every descendant (ranks run in their own sessions)."""
     for pid in [*descendants(root), root]:
@@ -233,8 +245,9 @@ class Prometheus:
         return body["data"]
 
     def coverage(self, expr: str, t0: float, t1: float, step: float = 1.0) -> dict[str, Any]:
-        """Per rank: number of samples of ``expr`` in [t0, t1] and the first/last sample times
-        relative to t0 (s), from a range query at ``step`` resolution."""
+        """Per rank: number of samples of ``expr`` in [t0, t1], the first/last sample times
+        relative to t0 (s) and the first/last values, from a range query at ``step`` resolution
+        (a counter whose first value is 0 was scraped before the rank's first step)."""
         data = self.api("query_range", query=expr, start=t0, end=t1 + step, step=step)
         out: dict[str, Any] = {}
         for r in data["result"]:
@@ -243,6 +256,7 @@ class Prometheus:
                 "samples": len(ts),
                 "first_s": round(ts[0] - t0, 1),
                 "last_s": round(ts[-1] - t0, 1),
+                "first_value": float(r["values"][0][1]),
                 "last_value": float(r["values"][-1][1]),
             }
         return out
