@@ -41,11 +41,18 @@ def init_centroids(x: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def kmeans(
-    x: torch.Tensor, mask: torch.Tensor, k: int, steps: int
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    steps: int,
+    init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched Lloyd k-means on the valid items of every sequence.
 
     x [B, L, D], mask [B, L] -> (labels [B, L] int64 in [0, K), -1 on padding; centroids [B, K, D]).
+    ``init`` [B, L] (optional, labels of an earlier clustering of the same nodes, -1 on padding):
+    start from the means of x over those clusters (a cluster without members takes its
+    :func:`init_centroids` pick) instead of the evenly spaced items.
     Assignments are discrete (no gradient flows through them); centroids are recomputed from x
     with the final labels, so gradients do flow into the cluster vectors. A cluster that loses
     all members keeps its previous centroid.
@@ -60,6 +67,11 @@ def kmeans(
     labels = torch.zeros(mask.shape, dtype=torch.long, device=x.device)
     maskk = mask.unsqueeze(-1)
     ks = torch.arange(k, device=x.device)
+    if init is not None:
+        onehot = (init.unsqueeze(-1) == ks).to(x.dtype)  # padding (-1) matches no cluster
+        count = onehot.sum(dim=1)
+        warm = onehot.transpose(1, 2) @ xd / count.clamp(min=1).unsqueeze(-1)
+        c = torch.where(count.unsqueeze(-1) > 0, warm, c)
     # cdist(xd, c) = sqrt(clamp([-2x, |x|^2, 1] @ [c, 1, |c|^2]^T)): its matmul path, which it
     # takes when L > 25 or K > 25 (below that it computes differences, and so do we)
     mm = mask.shape[1] > 25 or k > 25
@@ -222,7 +234,11 @@ class ClusterAttention(nn.Module):
         alpha = (torch.tanh(pre_a) * av).sum(-1) + ab  # [N, L, H]
         pre_b = torch.einsum("nchfd,nld->nchlf", mat, x) + m0.unsqueeze(3)
         beta = (torch.tanh(pre_b) * bv[:, None, :]).sum(-1) + bb[:, None]  # [N, C, H, L]
-        e = alpha.transpose(1, 2)[:, None, :, :, None] + beta.unsqueeze(3)  # [N, C, H, L(i), L(j)]
+        # alpha made [N, H, L] contiguous first: broadcasting the transposed view gave the
+        # [N, C, H, L, L] logits an [N, C, L, H, L] memory layout, which softmax (and its
+        # backward) copied; same values
+        alpha = alpha.transpose(1, 2).contiguous()
+        e = alpha[:, None, :, :, None] + beta.unsqueeze(3)  # [N, C, H, L(i), L(j)]
         # In place: leaky_relu's backward reads its output, which nothing below overwrites.
         e = F.leaky_relu(e, 0.2, inplace=True)
         # Edge strengths and the sparsity mask as one additive [N, L, L] term, built once per
@@ -286,7 +302,11 @@ class DynamicGraphClustering(nn.Module):
     ``aware_cycles`` (not the paper, which is -1: every cycle): with ``free`` [B, D] given, only
     the last ``aware_cycles`` cycles use the C targets in eq. 11; the earlier ones use ``free``
     (a target-free query, one per sequence), so they and the first target-aware cycle's graph are
-    computed once per sequence and only the last cycles fan out to the targets."""
+    computed once per sequence and only the last cycles fan out to the targets.
+
+    ``kmeans_warm`` (not the paper, which re-clusters each cycle; default False): every
+    clustering after the first starts from the previous cycle's labels (:func:`kmeans`
+    ``init``); with the exact stop on unchanged labels it then usually needs fewer Lloyd steps."""
 
     def __init__(
         self,
@@ -298,9 +318,11 @@ class DynamicGraphClustering(nn.Module):
         heads: int,
         kmeans_steps: int,
         aware_cycles: int = -1,
+        kmeans_warm: bool = False,
     ) -> None:
         super().__init__()
         self.k, self.iterations, self.gamma, self.kmeans_steps = k, iterations, gamma, kmeans_steps
+        self.kmeans_warm = kmeans_warm
         if aware_cycles != -1 and not 1 <= aware_cycles <= max(iterations, 1):
             raise ValueError(f"aware_cycles must be -1 or in 1..{iterations}, got {aware_cycles}")
         self.aware_cycles = aware_cycles
@@ -324,8 +346,10 @@ class DynamicGraphClustering(nn.Module):
             first = max(self.iterations - self.aware_cycles, 0)
             free_prep = self.attn.prepare(free.unsqueeze(1)) if first else []
         prep = self.attn.prepare(tg) if self.iterations else []
+        labels: torch.Tensor | None = None
         for cycle in range(self.iterations):
-            labels, cent = kmeans(x, mask, self.k, self.kmeans_steps)
+            init = labels if self.kmeans_warm else None
+            labels, cent = kmeans(x, mask, self.k, self.kmeans_steps, init)
             sim = weighted_cosine(x, self.sim_w)
             adj = sparsify_top(sim, mask, self.gamma)
             same = labels.unsqueeze(2) == labels.unsqueeze(1)
@@ -335,8 +359,10 @@ class DynamicGraphClustering(nn.Module):
             x = x.flatten(0, 1)
             if cycle == first:  # from here on x depends on the target: one node set per pair
                 mask = mask.repeat_interleave(c, dim=0)
+                labels = labels.repeat_interleave(c, dim=0)
                 prep = self.attn.fan_out(prep)
-        labels, cent = kmeans(x, mask, self.k, self.kmeans_steps)
+        init = labels if self.kmeans_warm else None
+        labels, cent = kmeans(x, mask, self.k, self.kmeans_steps, init)
         if not self.iterations:  # nothing depended on the target: share the one clustering
             x, labels, cent = (t.repeat_interleave(c, dim=0) for t in (x, labels, cent))
         out = x.view(b, c, *x.shape[1:]), labels.view(b, c, -1), cent.view(b, c, *cent.shape[1:])

@@ -119,6 +119,7 @@ class MDGR(RecModel):
             cfg.gat_heads,
             cfg.kmeans_steps,
             cfg.aware_cycles,
+            cfg.kmeans_warm,
         )
         # The weight FFN reads the time encodings; with MDGR-T it still sees cluster membership
         # through a 1-wide indicator, so MDGR-T keeps a learned weight.

@@ -229,3 +229,39 @@ def test_attention_update_equals_the_concatenation_form_with_gradients() -> None
         strict=True,
     ):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_warm_kmeans_starts_from_the_given_labels() -> None:
+    """kmeans(init=labels) starts from the means over those clusters: labels of a converged
+    clustering are then a fixed point, reached in one step, and padding stays -1."""
+    x, mask = _batch(seed=7)
+    labels, cent = kmeans(x, mask, k=3, steps=50)  # converged (the exact stop ends the loop)
+    warm_labels, warm_cent = kmeans(x, mask, k=3, steps=1, init=labels)
+    assert torch.equal(warm_labels, labels)
+    torch.testing.assert_close(warm_cent, cent)
+    # a cluster the init leaves empty falls back to the evenly spaced pick; labels stay valid
+    one = torch.where(mask, torch.zeros_like(labels), labels)
+    lab, _ = kmeans(x, mask, k=3, steps=3, init=one)
+    assert ((lab >= 0) & (lab < 3))[mask].all() and (lab[~mask] == -1).all()
+
+
+def test_kmeans_warm_switch_keeps_the_default_and_reuses_labels() -> None:
+    """model.kmeans_warm (not the paper): off is the default path; on, every clustering after
+    the first is warm-started from the previous cycle's labels (per pair after the fan-out)."""
+    torch.manual_seed(6)
+    x, mask = _batch(seed=13)
+    kw = dict(k=3, iterations=3, sim_heads=2, gamma=0.4, heads=2, kmeans_steps=3)
+    targets = torch.randn(x.shape[0], 2, x.shape[-1])
+    paper = DynamicGraphClustering(x.shape[-1], **kw)  # type: ignore[arg-type]
+    off = DynamicGraphClustering(x.shape[-1], **kw, kmeans_warm=False)  # type: ignore[arg-type]
+    warm = DynamicGraphClustering(x.shape[-1], **kw, kmeans_warm=True)  # type: ignore[arg-type]
+    off.load_state_dict(paper.state_dict())
+    warm.load_state_dict(paper.state_dict())
+    for a, b in zip(paper(x, mask, targets), off(x, mask, targets), strict=True):
+        assert torch.equal(a, b)
+    out, labels, cent = warm(x, mask, targets)
+    assert out.shape == (x.shape[0], 2, *x.shape[1:]) and cent.shape == (x.shape[0], 2, 3, 8)
+    valid = mask[:, None].expand_as(labels)
+    assert ((labels >= 0) & (labels < 3))[valid].all() and (labels[~valid] == -1).all()
+    out.sum().backward()  # gradients flow as on the default path
+    assert warm.sim_w.grad is not None and warm.attn.w_q.weight.grad is not None
