@@ -22,6 +22,7 @@ import contextlib
 import inspect
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,87 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def _malloc_mb() -> dict[str, float]:
+    """glibc malloc's view (mallinfo2): bytes in use, free inside the heap (RSS malloc keeps but
+    nothing uses: fragmentation), and mmapped chunks (large tensors), in MB."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    m = libc.mallinfo2()
+    return {"heap_in_use": m.uordblks / 2**20, "heap_free": m.fordblks / 2**20,
+            "mmapped": m.hblkhd / 2**20}  # fmt: skip
+
+
+def _checkpoint(marks: dict[str, Any], name: str) -> None:
+    rss, hwm = _rss_mb()
+    marks[name] = {"rss": rss, "hwm": hwm, **_malloc_mb()}
+
+
+def _tensor_mb(obj: Any, depth: int = 4, seen: set[int] | None = None) -> float:
+    """MB of the tensors and numpy arrays reachable from ``obj`` through attributes, lists,
+    tuples and dicts (each storage counted once)."""
+    import numpy as np
+    import torch
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth < 0:
+        return 0.0
+    seen.add(id(obj))
+    if isinstance(obj, ShardedTensor):  # a view of this rank's shards
+        return sum(_tensor_mb(sh.tensor, depth, seen) for sh in obj.local_shards())
+    if isinstance(obj, torch.Tensor):
+        if obj.layout != torch.strided:  # sparse CSR / COO: their component tensors
+            parts = ([obj.crow_indices(), obj.col_indices(), obj.values()]
+                     if obj.layout == torch.sparse_csr else [obj._indices(), obj._values()])  # fmt: skip
+            return sum(_tensor_mb(x, depth, seen) for x in parts)
+        key = obj.untyped_storage().data_ptr()
+        if key in seen or obj.device.type == "meta":
+            return 0.0
+        seen.add(key)
+        return obj.untyped_storage().nbytes() / 2**20
+    if isinstance(obj, np.ndarray):
+        base = obj if obj.base is None else obj.base
+        if id(base) in seen and base is not obj:
+            return 0.0
+        seen.add(id(base))
+        return obj.nbytes / 2**20
+    if isinstance(obj, dict):
+        return sum(_tensor_mb(v, depth - 1, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_mb(v, depth - 1, seen) for v in obj)
+    if isinstance(obj, torch.nn.Module):
+        own = sum(_tensor_mb(t, depth, seen) for t in [*obj.parameters(), *obj.buffers()])
+        return own + sum(_tensor_mb(v, depth - 1, seen) for v in vars(obj).values())
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return sum(_tensor_mb(v, depth - 1, seen) for v in vars(obj).values())
+    return 0.0
+
+
+def _inventory(s: Any) -> dict[str, float]:
+    """MB held by the structures a rank keeps between steps (each storage counted once)."""
+    model = s.model
+    seen: set[int] = set()
+    out: dict[str, float] = {}
+    out["tables+optimizer (ebc)"] = _tensor_mb(model.ebc, 6, seen)
+    pg = getattr(model, "_pg", None)
+    if pg is not None:
+        out["graph: own-column CSR + transpose"] = sum(_tensor_mb(m[0], 3, seen) for m in pg.mats)
+        out["graph: remote CSRs (pull, push) + transposes"] = sum(
+            _tensor_mb(f, 3, seen) for m in pg.mats for f in m[1:] if f is not None
+        )
+        out["graph: push plan"] = _tensor_mb(getattr(pg, "push", None), 2, seen)
+        out["graph: halo plan"] = _tensor_mb(pg.halo, 2, seen)
+    out["local_shards ids"] = _tensor_mb(getattr(model, "_local", None), 2, seen)
+    out["data plane (reachable from s.data)"] = _tensor_mb(s.data, 8, seen)
+    return out
+
+
 class Stages:
     """Nested stage timers: wall, process CPU, collective bytes and peak RSS per label."""
 
@@ -57,6 +139,8 @@ class Stages:
         self.bytes: dict[str, int] = defaultdict(int)
         self.calls: dict[str, int] = defaultdict(int)
         self.peak: dict[str, float] = defaultdict(float)
+        self.sys: dict[str, float] = defaultdict(float)  # kernel CPU (page faults, socket copies)
+        self.minflt: dict[str, int] = defaultdict(int)  # minor page faults (fresh pages touched)
 
     @contextlib.contextmanager
     def stage(self, name: str, peak: bool = False):  # type: ignore[no-untyped-def]
@@ -64,11 +148,15 @@ class Stages:
         if peak:
             _reset_peak()
         t, c = time.perf_counter(), time.process_time()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
         try:
             yield
         finally:
             self.wall[name] += time.perf_counter() - t
             self.cpu[name] += time.process_time() - c
+            ru2 = resource.getrusage(resource.RUSAGE_SELF)
+            self.sys[name] += ru2.ru_stime - ru.ru_stime
+            self.minflt[name] += ru2.ru_minflt - ru.ru_minflt
             self.calls[name] += 1
             if peak:
                 self.peak[name] = max(self.peak[name], _rss_mb()[1])
@@ -122,6 +210,28 @@ def _count_collectives(st: Stages) -> None:
         setattr(dist, name, wrapped)
 
 
+def _forward_saving(fn: Any, batch: Any, out: list[float]) -> Any:
+    """``fn(batch)`` while summing the bytes autograd saves for backward (each storage once) into
+    ``out`` [1] (MB)."""
+    import torch
+
+    seen: set[int] = set()
+    total = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.layout == torch.strided and t.device.type != "meta":
+            key = t.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total[0] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        res = fn(batch)
+    out.append(total[0] / 2**20)
+    return res
+
+
 def worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     import torch
@@ -135,9 +245,13 @@ def worker(args: argparse.Namespace) -> None:
     from distrec.engine.session import build_session
 
     torch.set_num_threads(1)
+    marks: dict[str, Any] = {}
+    _checkpoint(marks, "imports")
     st = Stages()
     # stage wrappers around the model's own functions (module-level names the model calls)
     st.wrap(lg_mod, "propagate_partitioned", "fwd.propagate")
+    if hasattr(lg_mod, "readout_partitioned"):  # propagation + readout in one node
+        st.wrap(lg_mod, "readout_partitioned", "fwd.propagate")
     st.wrap(lg_mod, "gather_rows", "fwd.gather_rows")
     st.wrap(halo_mod.Halo, "fetch", "fwd.halo_fetch")
     st.wrap(halo_mod.Halo, "__init__", "fwd.halo_plan")
@@ -153,6 +267,7 @@ def worker(args: argparse.Namespace) -> None:
     rank = s.env.rank
     assert s.optimizer is not None
     rss_build = _rss_mb()
+    _checkpoint(marks, "session built")
     it = iter(s.data.train_batches(0))
     steps: list[dict[str, Any]] = []
     prof_table: list[dict[str, Any]] = []
@@ -168,10 +283,22 @@ def worker(args: argparse.Namespace) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         with st.stage("data_wait", peak=True):
             batch = next(it)
+        if k == 0:
+            _checkpoint(marks, "first batch")
+            inv0 = _inventory(s)
+        if k == total - 1:
+            _checkpoint(marks, "between steps")
         if prof is not None:
             prof.__enter__()
+        saved_mb: list[float] = []
         with st.stage("forward", peak=True):
-            loss, _ = s.wrapped(batch)
+            if k == 0:  # autograd's saved tensors of one forward, each storage once
+                loss, _ = _forward_saving(s.wrapped, batch, saved_mb)
+            else:
+                loss, _ = s.wrapped(batch)
+        if k == 0:
+            _checkpoint(marks, "after first forward")
+            saved_first = saved_mb[0]
         with st.stage("backward", peak=True):
             s.optimizer.zero_grad()
             loss.backward()
@@ -188,6 +315,8 @@ def worker(args: argparse.Namespace) -> None:
         )
         if not measured:
             st.__dict__ = saved
+        if k == 0:
+            _checkpoint(marks, "after first step")
         if prof is not None:
             for e in prof.key_averages(group_by_input_shape=True):
                 prof_table.append({"name": e.key, "cpu_total_ms": e.cpu_time_total / 1e3,
@@ -202,16 +331,22 @@ def worker(args: argparse.Namespace) -> None:
         "world": dist.get_world_size(),
         "overrides": args.overrides,
         "local_shards_used": getattr(s.model, "_local", None) is not None,
-        "halo_rows_per_layer": None if pg is None else int(pg.halo.size),
+        "halo_rows_per_layer": None if pg is None else int(getattr(pg, "halo_rows", pg.halo.size)),
         "halo_send_rows": None if pg is None else list(pg.halo.send),
         "halo_recv_rows": None if pg is None else list(pg.halo.recv),
         "steps": steps,
         "per_step_wall_s": {k: v / n for k, v in st.wall.items()},
         "per_step_cpu_s": {k: v / n for k, v in st.cpu.items()},
+        "per_step_sys_s": {k: v / n for k, v in st.sys.items()},
+        "per_step_minor_faults": {k: v // n for k, v in st.minflt.items()},
         "calls_per_step": {k: v / n for k, v in st.calls.items()},
         "bytes_per_step": {k: v // n for k, v in st.bytes.items()},
         "peak_rss_mb_by_stage": dict(st.peak),
         "rss_after_build_mb": rss_build,
+        "memory_marks_mb": marks,
+        "inventory_mb_after_first_batch": inv0,
+        "inventory_mb_after_steps": _inventory(s),
+        "autograd_saved_mb_first_forward": saved_first,
         "peak_rss_mb": _rss_mb()[1],
         "profile_top_self_cpu": prof_table[:60],
         "profile_backward_nodes": sorted(
@@ -262,8 +397,18 @@ def main() -> int:
                   file=sys.stderr)  # fmt: skip
             for k in sorted(r["per_step_cpu_s"]):
                 print(f"   {k:22s} wall {r['per_step_wall_s'][k]:7.3f} s  cpu "
-                      f"{r['per_step_cpu_s'][k]:7.3f} s  peak "
+                      f"{r['per_step_cpu_s'][k]:7.3f} s  sys {r['per_step_sys_s'][k]:6.3f} s  "
+                      f"faults {r['per_step_minor_faults'][k]:8d}  peak "
                       f"{r['peak_rss_mb_by_stage'].get(k, 0):7.0f} MB", file=sys.stderr)  # fmt: skip
+            for k, v in r["memory_marks_mb"].items():
+                print(f"   mem {k:22s} " + " ".join(f"{a} {b:7.0f}" for a, b in v.items()),
+                      file=sys.stderr)  # fmt: skip
+            for k, v in r["inventory_mb_after_steps"].items():
+                print(f"   inventory {k:40s} {v:8.1f} MB", file=sys.stderr)
+            print(
+                f"   autograd saved (first forward) {r['autograd_saved_mb_first_forward']:.0f} MB",
+                file=sys.stderr,
+            )
             for k, v in sorted(r["bytes_per_step"].items()):
                 print(f"   bytes {k:40s} {v / 1e6:9.1f} MB", file=sys.stderr)
         print(f"[profile] -> {path}", file=sys.stderr)

@@ -74,10 +74,11 @@ class SparseRows:
 
     ``kernel``: ``csr`` (CSR forward, cached CSR transpose backward: fastest on CPU, see
     bench/results/propagate_kernels.json) or ``coo`` (``torch.sparse.mm`` on a coalesced COO).
+    Both keep ``at`` = A^T (built once) for the transposed products of a backward.
     """
 
     a: torch.Tensor
-    at: torch.Tensor | None
+    at: torch.Tensor
     kernel: str
 
     @classmethod
@@ -90,24 +91,36 @@ class SparseRows:
         device: torch.device | str = "cpu",
         kernel: str = "csr",
     ) -> SparseRows:
+        if kernel not in ("csr", "coo"):
+            raise ValueError(f"graph kernel {kernel!r} is not one of csr, coo")
         idx = torch.from_numpy(np.stack([rows, cols]).astype(np.int64))
         val = torch.from_numpy(np.asarray(w, dtype=np.float32))
         coo = torch.sparse_coo_tensor(idx, val, shape, check_invariants=False).coalesce()
-        if kernel == "coo":
-            return cls(coo.to(device), None, kernel)
-        if kernel != "csr":
-            raise ValueError(f"graph kernel {kernel!r} is not one of csr, coo")
         at = torch.sparse_coo_tensor(idx.flip(0), val, shape[::-1], check_invariants=False)
-        return cls(coo.to_sparse_csr().to(device), at.coalesce().to_sparse_csr().to(device), kernel)
+        at = at.coalesce()
+        if kernel == "coo":
+            return cls(coo.to(device), at.to(device), kernel)
+        return cls(coo.to_sparse_csr().to(device), at.to_sparse_csr().to(device), kernel)
 
     def mm(self, h: torch.Tensor) -> torch.Tensor:
         """``A @ h``: [n_rows, F], differentiable in ``h``."""
-        a = self.a if self.a.dtype == h.dtype else self.a.to(h.dtype)
+        a, at = _as(self.a, h), _as(self.at, h)
         if self.kernel == "coo":
             return torch.sparse.mm(a, h)
-        assert self.at is not None
-        at = self.at if self.at.dtype == h.dtype else self.at.to(h.dtype)
         return _CsrMm.apply(a, at, h)
+
+    def product(self, h: torch.Tensor, out: torch.Tensor | None = None, t: bool = False):
+        """``A @ h`` (``A^T @ h`` with ``t``), no autograd; with ``out`` added into it in place
+        (``addmm_``: no [n_rows, F] temporary)."""
+        a = _as(self.at if t else self.a, h)
+        h = h.contiguous()
+        if out is None:
+            return a @ h
+        return out.addmm_(a, h)
+
+
+def _as(a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    return a if a.dtype == h.dtype else a.to(h.dtype)
 
 
 # ---------------------------------------------------------------------------------- halo
@@ -188,40 +201,53 @@ def local_rows(adj: Csr, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 class PartitionedGraph:
-    """This rank's rows of K flat-space adjacencies and one halo plan over their remote columns.
+    """This rank's rows of K flat-space adjacencies and the halo plans over their remote nodes.
 
-    ``relations``: K lists of ``(src type, dst type, Csr [N_src, N_dst])`` pieces; piece
-    ``(s, d, A)`` puts ``A``'s rows of this rank's type-``s`` nodes into local rows and its
-    columns at type ``d``'s flat ids; ``("*", "*", A)`` is a whole flat-space matrix
-    [total, total]. A typed piece may hold all rows [N_s, N_d] or only this rank's own rows
-    [hi - lo, N_d] (row k = node lo + k: what :func:`distrec.graph.partition.own_rows` reads); the
-    two agree where they have the same row count. A LightGCN layer is one matrix of two pieces (``ui``, ``iu``); CIGF has K
-    flat matrices (users then items).
+    ``relations``: K lists of pieces. A *pull* piece ``(s, d, A)`` puts ``A``'s rows of this
+    rank's type-``s`` nodes into local rows and its columns at type ``d``'s flat ids
+    (``y[s] += A h[d]``); ``("*", "*", A)`` is a whole flat-space matrix [total, total]. A typed
+    piece may hold all rows [N_s, N_d] or only this rank's own rows [hi - lo, N_d] (row k = node
+    lo + k: what :func:`distrec.graph.partition.own_rows` reads); the two agree where they have
+    the same row count. A *push* piece ``(s, d, A, "push")`` adds ``A``'s transpose from the same
+    rows: ``y[d] += A^T h[s]``, each rank summing over its own ``s`` rows and sending the partial
+    sums of other ranks' ``d`` nodes to their owners. LightGCN's layer is
+    ``[("user", "item", ui), ("user", "item", ui, "push")]`` (ui + ui^T from the users' rows
+    only); CIGF has K flat matrices (users then items), pull only.
 
-    Collective to build (the halo plan). ``matmul(h_local)`` -> K products [n_local, F], one
-    fetch of ``h``'s halo shared by all K.
+    Why push: on a bipartite graph with far fewer items than users, pulling the users' rows of
+    the items' neighbours makes most of the halo (scale_mb at W = 2: 264 K rows per rank per
+    layer, nearly all users); pushing item partials instead moves only items (each rank's remote
+    items, once each way). Sums are exact, only their order differs.
 
-    Each matrix is held as two: the columns this rank owns, multiplied with ``h_local`` itself,
-    and the others (the *halo*, ``halo.size`` rows fetched from their owners), multiplied with
-    the fetched buffer. Own columns are most of them (at W = 1 all, at W = 2 on scale_mb about
-    three in four), and routing them through the buffer cost a copy of every such row per layer
-    plus a zero-filled scatter of its gradient in backward.
+    Collective to build (the halo plans). ``matmul(h_local)`` -> K products [n_local, F]: one pull
+    of ``h``'s halo shared by all K and one push of all K partials (all-to-alls: every rank calls
+    it together), differentiable through one autograd node whose backward is the exact transpose
+    (the mirrored all-to-alls, gradients added in place: no zero-filled [n_local, F] per halo).
+
+    Each matrix is held as own columns [n_local, n_local] (pull and push entries of own nodes),
+    multiplied with ``h_local`` itself, remote pull columns [n_local, halo.size] multiplied with
+    the fetched rows, and remote push rows [push.size, n_local] whose products go to their owners.
     """
 
     def __init__(
         self,
         part: NodePartition,
-        relations: Sequence[Sequence[tuple[str, str, Csr]]],
+        relations: Sequence[Sequence[tuple[str, str, Csr] | tuple[str, str, Csr, str]]],
         exchange: Exchange,
         device: torch.device | str = "cpu",
         kernel: str = "csr",
     ) -> None:
         self.part, self.exchange = part, exchange
         n_local = part.num_local[part.rank]
-        edges = []
+        edges = []  # per matrix: (local row, flat col, w) of pull edges, (local col, flat row, w) of push
+        has_push = any(len(p) > 3 for pieces in relations for p in pieces)
         for pieces in relations:
-            rows_l, cols_l, w_l = [], [], []
-            for s, d, adj in pieces:
+            acc: dict[bool, list[list[np.ndarray]]] = {False: [[], [], []], True: [[], [], []]}
+            for piece in pieces:
+                s, d, adj, *mode = piece
+                push = bool(mode)
+                if mode != [] and mode != ["push"]:
+                    raise ValueError(f"graph piece mode {mode} is not push")
                 typed = [(s, d)] if s != "*" else [(t, "*") for t in part.types]
                 for src, dst in typed:
                     lo, hi = part.range(src)
@@ -237,35 +263,128 @@ class PartitionedGraph:
                             f"{part.num_nodes[src]} nor this rank's {hi - lo}"
                         )
                     r, c, w = local_rows(adj, row0 + lo, row0 + hi)
-                    rows_l.append(r + int(part.local_index(src, torch.tensor([lo]))[0]))
-                    cols_l.append(c + (0 if dst == "*" else part.offsets[dst]))
-                    w_l.append(w)
+                    acc[push][0].append(r + int(part.local_index(src, torch.tensor([lo]))[0]))
+                    acc[push][1].append(c + (0 if dst == "*" else part.offsets[dst]))
+                    acc[push][2].append(w)
             edges.append(
-                tuple(np.concatenate(x) if x else np.zeros(0) for x in (rows_l, cols_l, w_l))
+                {
+                    k: tuple(np.concatenate(x) if x else np.zeros(0) for x in v)
+                    for k, v in acc.items()
+                }
             )
-        cols_all = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
-        needed = torch.from_numpy(np.unique(cols_all).astype(np.int64))
-        self.halo = Halo(part, needed[part.flat_owner(needed) != part.rank], exchange, device)
-        # per matrix: (own columns [n_local, n_local], halo columns [n_local, H] or None)
-        self.mats: list[tuple[SparseRows, SparseRows | None]] = []
-        for r, c, w in edges:
+
+        def remote(flat: list[np.ndarray]) -> torch.Tensor:
+            u = np.unique(np.concatenate(flat)) if flat else np.zeros(0, np.int64)
+            ids = torch.from_numpy(u.astype(np.int64))
+            return ids[part.flat_owner(ids) != part.rank]
+
+        self.halo = Halo(part, remote([e[False][1] for e in edges]), exchange, device)
+        # push plan (collective: built on every rank when any piece pushes, also if empty here)
+        self.push = (
+            Halo(part, remote([e[True][1] for e in edges]), exchange, device) if has_push else None
+        )
+        # per matrix: (own [n_local, n_local], pull far [n_local, H] or None, push far [P, n_local])
+        self.mats: list[tuple[SparseRows, SparseRows | None, SparseRows | None]] = []
+        for e in edges:
+            (r, c, w), (pr, pc, pw) = e[False], e[True]  # push: pr local src, pc flat dst
+            r, pr = r.astype(np.int64), pr.astype(np.int64)
             owner, pos = part.flat_local(torch.from_numpy(c.astype(np.int64)))
             mine = (owner == part.rank).numpy()
-            r = r.astype(np.int64)
+            p_owner, p_pos = part.flat_local(torch.from_numpy(pc.astype(np.int64)))
+            p_mine = (p_owner == part.rank).numpy()
             own = SparseRows.build(
-                r[mine], pos.numpy()[mine], w[mine], (n_local, n_local), device, kernel
-            )
+                np.concatenate([r[mine], p_pos.numpy()[p_mine]]),
+                np.concatenate([pos.numpy()[mine], pr[p_mine]]),
+                np.concatenate([w[mine], pw[p_mine]]),
+                (n_local, n_local), device, kernel,
+            )  # fmt: skip
             far = None
             if self.halo.size:
                 at = self.halo.buffer_index(part, torch.from_numpy(c[~mine].astype(np.int64)))
                 far = SparseRows.build(
                     r[~mine], at.numpy(), w[~mine], (n_local, self.halo.size), device, kernel
                 )
-            self.mats.append((own, far))
-        self.nnz = int(sum(len(e[0]) for e in edges))
+            far_push = None
+            if self.push is not None:
+                at = self.push.buffer_index(part, torch.from_numpy(pc[~p_mine].astype(np.int64)))
+                far_push = SparseRows.build(
+                    at.numpy(), pr[~p_mine], pw[~p_mine], (self.push.size, n_local), device, kernel
+                )
+            self.mats.append((own, far, far_push))
+        self.nnz = int(sum(len(e[k][0]) for e in edges for k in (False, True)))
+
+    @property
+    def halo_rows(self) -> int:
+        """Rows this rank receives per layer: pulled halo rows plus pushed partial rows."""
+        return self.halo.size + (sum(self.push.send) if self.push is not None else 0)
 
     def matmul(self, h_local: torch.Tensor) -> list[torch.Tensor]:
         """``[A_k[own, :] @ h for k]``, each [n_local, F]; ``h_local`` [n_local, F]."""
-        buf = self.halo.fetch(h_local)  # collective: also when this rank needs no rows
-        return [own.mm(h_local) if far is None else own.mm(h_local) + far.mm(buf)
-                for own, far in self.mats]  # fmt: skip
+        return list(_Products.apply(h_local, self))
+
+    def products(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """The K products of :meth:`matmul` without autograd (collective)."""
+        ex = self.exchange
+        buf = ex.all_to_all(h.index_select(0, self.halo.send_idx), self.halo.send, self.halo.recv)
+        ys = []
+        for own, far, _ in self.mats:
+            y = own.product(h)
+            ys.append(y if far is None else far.product(buf, out=y))
+        if self.push is not None:
+            part = torch.cat([p.product(h) for _, _, p in self.mats], 1)  # type: ignore[union-attr]
+            got = ex.all_to_all(part, self.push.recv, self.push.send)  # [sum(send), K F]
+            for y, g in zip(ys, got.split(h.shape[1], 1), strict=True):
+                y.index_add_(0, self.push.send_idx, g)
+        return ys
+
+    def products_t(
+        self, gs: Sequence[torch.Tensor | None], shape: tuple[torch.Size, torch.dtype, torch.device]
+    ) -> torch.Tensor:
+        """``sum_k A_k[own, :]^T g_k`` (the gradient of :meth:`products`' input), no autograd
+        (collective). ``gs``: [n_local, F] each, or None (no gradient); ``shape``: the input's
+        (size, dtype, device)."""
+        size, dtype, device = shape
+        f = size[1]
+        ex = self.exchange
+        gs = [None if g is None else g.contiguous() for g in gs]
+        out: torch.Tensor | None = None
+        gbuf = torch.zeros(self.halo.size, f, dtype=dtype, device=device)
+        for (own, far, _), g in zip(self.mats, gs, strict=True):
+            if g is None:
+                continue
+            out = own.product(g, out=out, t=True)
+            if far is not None:
+                far.product(g, out=gbuf, t=True)
+        out = torch.zeros(size, dtype=dtype, device=device) if out is None else out
+        back = ex.all_to_all(gbuf, self.halo.recv, self.halo.send)  # [sum(send), F]
+        out.index_add_(0, self.halo.send_idx, back)
+        if self.push is not None:
+            idx = self.push.send_idx
+            rows = torch.cat(
+                [
+                    g.index_select(0, idx)
+                    if g is not None
+                    else torch.zeros(len(idx), f, dtype=dtype, device=device)
+                    for g in gs
+                ],
+                1,
+            )
+            got = ex.all_to_all(rows, self.push.send, self.push.recv)  # [push.size, K F]
+            for (_, _, p), g in zip(self.mats, got.split(f, 1), strict=True):
+                p.product(g, out=out, t=True)  # type: ignore[union-attr]
+        return out
+
+
+class _Products(torch.autograd.Function):
+    """:meth:`PartitionedGraph.matmul` as one autograd node (backward: ``products_t``)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, graph: PartitionedGraph):  # type: ignore[override]
+        ctx.graph = graph
+        ctx.meta = (h.shape, h.dtype, h.device)  # not h itself: nothing [n_local, F] is kept
+        ctx.set_materialize_grads(False)
+        return tuple(graph.products(h))
+
+    @staticmethod
+    def backward(ctx, *gs: torch.Tensor | None):  # type: ignore[override]
+        return ctx.graph.products_t(gs, ctx.meta), None

@@ -94,6 +94,59 @@ def propagate_partitioned(
     return out
 
 
+def readout_partitioned(
+    graph: PartitionedGraph, h0: torch.Tensor, layers: int, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LightGCN's readout of some own rows: the layer mean and layer 0 of local rows ``rows``.
+
+    Args:
+        graph: as in :func:`propagate_partitioned` (its first matrix).
+        h0: layer-0 rows of this rank's own nodes, local order [n_local, D].
+        layers: L.
+        rows: local row indices [S] (repeats allowed).
+
+    Returns:
+        ``(mean_{l=0..L} h^l[rows], h^0[rows])``, [S, D] each; differentiable in ``h0``.
+
+    The same values as indexing :func:`propagate_partitioned`'s layers, as one autograd node:
+    forward keeps no layer (two [n_local, D] at a time), backward runs the transposed layers
+    over one running gradient and adds each layer's [S, D] share into it in place, where
+    autograd would zero-fill an [n_local, D] gradient per indexed layer and add them up.
+    Collective (every rank calls it together, also with S = 0).
+    """
+    return _Readout.apply(h0, graph, layers, rows)
+
+
+class _Readout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h0: torch.Tensor, graph: PartitionedGraph, layers: int, rows: torch.Tensor):  # type: ignore[override]
+        ctx.graph, ctx.layers, ctx.meta = graph, layers, (h0.shape, h0.dtype, h0.device)
+        ctx.save_for_backward(rows)
+        ctx.set_materialize_grads(False)
+        ego = h0.index_select(0, rows)
+        acc, h = ego.clone(), h0
+        for _ in range(layers):
+            h = graph.products(h)[0]
+            acc += h.index_select(0, rows)
+        return acc / (layers + 1), ego
+
+    @staticmethod
+    def backward(ctx, g_mean: torch.Tensor | None, g_ego: torch.Tensor | None):  # type: ignore[override]
+        (rows,) = ctx.saved_tensors
+        size, dtype, device = ctx.meta
+        g = torch.zeros(size, dtype=dtype, device=device)  # gradient of the current layer
+        share = None if g_mean is None else g_mean / (ctx.layers + 1)  # [S, D] per layer
+        if share is not None:
+            g.index_add_(0, rows, share)
+        for _ in range(ctx.layers):  # h^{l+1} = A h^l: g^l = A^T g^{l+1} + share
+            g = ctx.graph.products_t([g], ctx.meta)
+            if share is not None:
+                g.index_add_(0, rows, share)
+        if g_ego is not None:
+            g.index_add_(0, rows, g_ego)
+        return g, None, None, None
+
+
 def propagate_blocks(blocks: Blocks, emb: Embeddings) -> list[Embeddings]:
     """Sampled propagation over ``blocks``.
 

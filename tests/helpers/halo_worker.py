@@ -19,9 +19,14 @@ import torch.distributed as dist
 from distrec.data.csr import Csr
 from distrec.distributed.exchange import DistExchange
 from distrec.graph.adjacency import bipartite_graph, sym_normalized
-from distrec.graph.halo import PartitionedGraph, gather_rows
+from distrec.graph.halo import Halo, PartitionedGraph, gather_rows
 from distrec.graph.partition import NodePartition
-from distrec.graph.propagate import combine_layers, propagate_full, propagate_partitioned
+from distrec.graph.propagate import (
+    combine_layers,
+    propagate_full,
+    propagate_partitioned,
+    readout_partitioned,
+)
 
 U, I, D, L = 23, 17, 4, 3  # noqa: E741
 
@@ -62,11 +67,38 @@ def lightgcn_case(ex: DistExchange, part: NodePartition) -> dict[str, float]:
     final = torch.stack(propagate_partitioned(pg, h0, L)).mean(0)
     rows = gather_rows(part, ex, final, _batch(part.rank))
     (rows * wts[part.rank]).sum().backward()
+    ref0_grad_pull = ref0.grad.clone()
+    # push: the items' side as the transpose of the users' rows (LightGCN's layout), read out
+    # with readout_partitioned (one autograd node) and the batch rows gathered from their owners
+    pp = PartitionedGraph(part, [[("user", "item", ui), ("user", "item", ui, "push")]], ex)
+    h0p = full0[mine].clone().requires_grad_(True)
+    final_p = torch.stack(propagate_partitioned(pp, h0p, L)).mean(0)
+    flat = _batch(part.rank)
+    uniq, inverse = torch.unique(flat, return_inverse=True)
+    plan = Halo(part, uniq, ex)
+    mean, ego = readout_partitioned(pp, h0p, L, plan.send_idx)
+    buf = ex.all_to_all(torch.cat([mean, ego], 1), plan.send, plan.recv)
+    rows_p, ego_p = buf[plan.buffer_index(part, uniq)[inverse]].split([D, D], 1)
+    ((rows_p * wts[part.rank]).sum() + (ego_p * wts[part.rank]).sum()).backward()
+    ref0.grad = None
+    ref_p = combine_layers(propagate_full(graph, {"user": ref0[:U], "item": ref0[U:]}, L))
+    ref_flat_p = torch.cat([ref_p["user"], ref_p["item"]])
+    ref_ego = ref0[flat]
+    loss = sum(
+        (ref_flat_p[_batch(r)] * wts[r]).sum() + (ref0[_batch(r)] * wts[r]).sum()
+        for r in range(part.world)
+    )
+    loss.backward()
     return {
         "lgcn_value": float((final - ref_flat[mine]).abs().max()),
         "lgcn_rows": float((rows - ref_flat[_batch(part.rank)]).abs().max()),
-        "lgcn_grad": float((h0.grad - ref0.grad[mine]).abs().max()),
+        "lgcn_grad": float((h0.grad - ref0_grad_pull[mine]).abs().max()),
+        "push_value": float((final_p - ref_flat[mine]).abs().max()),
+        "push_rows": float((rows_p - ref_flat[flat]).abs().max()),
+        "push_ego": float((ego_p - ref_ego).abs().max()),
+        "push_grad": float((h0p.grad - ref0.grad[mine]).abs().max()),
         "halo": float(pg.halo.size),
+        "push_halo": float(pp.halo_rows),
     }
 
 

@@ -17,7 +17,7 @@ def build_model(cfg: Any, manifest: Any, device: torch.device) -> LightGCN:
     from distrec.graph.adjacency import bipartite_from_bundle
 
     b = cfg.model.behavior or manifest.target_behavior
-    names = (f"ui.{b}", f"iu.{b}")
+    names = (f"ui.{b}", f"iu.{b}")  # iu: only checked present (the transpose of ui)
     common = dict(layers=cfg.graph.layers, l2=cfg.train.l2, device=device)
     has_tables = all(f"graphs/{n}" in manifest.tables for n in names)
     if cfg.graph.partition == "owned" and has_tables and not cfg.model.renormalize:
@@ -25,12 +25,9 @@ def build_model(cfg: Any, manifest: Any, device: torch.device) -> LightGCN:
 
         path = cfg.data.bundle
 
-        def rows(part: NodePartition) -> list[tuple[str, str, Any]]:
-            bundle = Bundle(path)
-            return [
-                ("user", "item", own_rows(bundle, names[0], *part.range("user"))),
-                ("item", "user", own_rows(bundle, names[1], *part.range("item"))),
-            ]
+        def rows(part: NodePartition) -> Any:
+            # the users' ui rows only: the items' side is their transpose (pushed, halo.py)
+            return own_rows(Bundle(path), names[0], *part.range("user"))
 
         counts = {"user": manifest.num_users, "item": manifest.num_items}
         return LightGCN(cfg.model, counts, partition="owned", rows=rows, **common)  # type: ignore[arg-type]

@@ -46,6 +46,7 @@ from distrec.graph.propagate import (
     propagate_blocks,
     propagate_full,
     propagate_partitioned,
+    readout_partitioned,
 )
 from distrec.graph.sampler import Blocks
 from distrec.models.api import Batch, RecModel
@@ -94,11 +95,12 @@ class LightGCN(RecModel):
         l2: float = 1e-4,
         device: torch.device | None = None,
         partition: str = "owned",
-        rows: Callable[[NodePartition], list[tuple[str, str, Csr]]] | None = None,
+        rows: Callable[[NodePartition], Csr] | None = None,
     ) -> None:
         """``graph``: the whole graph, or only ``{"user": U, "item": I}`` when ``rows`` reads this
-        rank's adjacency rows (``[("user", "item", ui rows), ("item", "user", iu rows)]``, see
-        :func:`distrec.graph.partition.own_rows`; owned mode only)."""
+        rank's adjacency rows (its users' ``ui`` rows [hi - lo, I], see
+        :func:`distrec.graph.partition.own_rows`; owned mode only: the items' side is the
+        transpose of the same rows)."""
         super().__init__()
         self.use_local_shards = cfg.local_shards
         if partition not in ("owned", "replicated"):
@@ -164,11 +166,16 @@ class LightGCN(RecModel):
                 {"user": self.num_users, "item": self.num_items}, ex.world, ex.rank
             )
             if self._read_rows is not None:
-                pieces = self._read_rows(part)
+                ui = self._read_rows(part)
             else:
                 assert self._graph is not None
-                rel = {r.name: r for r in self._graph.relations}
-                pieces = [("user", "item", rel["ui"].adj), ("item", "user", rel["iu"].adj)]
+                ui = {r.name: r for r in self._graph.relations}["ui"].adj
+            # ui + ui^T from the users' rows: items' sums pushed to their owners (halo.py: the
+            # halo then holds items only, not the users of the items' rows)
+            pieces: list[tuple[str, str, Csr] | tuple[str, str, Csr, str]] = [
+                ("user", "item", ui),
+                ("user", "item", ui, "push"),
+            ]
             self._part, self._pg = part, PartitionedGraph(part, [pieces], ex, device)
             users, items = part.own("user"), part.own("item")
             local = local_shards(self.ebc, part) if self.use_local_shards else None
@@ -182,15 +189,18 @@ class LightGCN(RecModel):
         assert self._part is not None
         return self._part, self._pg
 
+    def _layer0(self, device: torch.device) -> torch.Tensor:
+        """Layer-0 rows of this rank's nodes [n_local, D]: own users, then own items."""
+        self._owned(device)
+        if self._local is not None:
+            return self._local.rows(device)
+        emb0 = self._lookup(self._own_kjt, self._own_n)
+        return torch.cat([emb0["user"], emb0["item"]])
+
     def _own_rows(self, device: torch.device) -> tuple[NodePartition, list[torch.Tensor]]:
         """Owned full propagation: every layer's rows of this rank's nodes, [n_local, D] each."""
         part, pg = self._owned(device)
-        if self._local is not None:
-            h0 = self._local.rows(device)  # [n_local, D]: own users, then own items
-        else:
-            emb0 = self._lookup(self._own_kjt, self._own_n)
-            h0 = torch.cat([emb0["user"], emb0["item"]])  # local order: own users, then own items
-        return part, propagate_partitioned(pg, h0, self.layers)
+        return part, propagate_partitioned(pg, self._layer0(device), self.layers)
 
     def _adjacency(self, device: torch.device) -> dict[str, torch.Tensor]:
         assert self._graph is not None, "replicated mode needs the whole graph"
@@ -221,27 +231,26 @@ class LightGCN(RecModel):
         B + B + B k ids (the L2 term), fetched from their owners in one exchange: (u, p, n, ego2).
 
         Each requested row crosses once, whatever its count in the batch: its owner sends the
-        layer mean and layer 0 side by side [S, 2D] (the mean taken on the S sent rows, not on the
-        [n_local, D] tables), and the L2 term weights each fetched row by its count instead of
-        expanding layer 0 to every occurrence.
+        layer mean and |layer 0|^2 side by side [S, D + 1] (:func:`readout_partitioned`: the
+        layers are never indexed one by one), and the L2 term weights each fetched row by its
+        count instead of expanding layer 0 to every occurrence.
         """
         ui, pi, ni = batch.dense["user_idx"], batch.dense["pos_idx"], batch.dense["neg_idx"]
-        part, layers = self._own_rows(ui.device)
-        device, d = layers[0].device, layers[0].shape[1]
+        device = ui.device
+        part, pg = self._owned(device)
+        h0 = self._layer0(device)
+        d = h0.shape[1]
         flat = torch.cat([ui, pi + self.num_users, ni.reshape(-1) + self.num_users])
         uniq, inverse = torch.unique(flat.to(torch.int64).cpu(), return_inverse=True)
         halo = Halo(part, uniq, self.exchange, device)  # its buffer rows: uniq, owner by owner
-        sent = [x.index_select(0, halo.send_idx) for x in layers]  # [S, D] per layer
-        mean = sent[0]
-        for x in sent[1:]:  # a sum, not stack().mean(): no [L+1, S, D] copy either way
-            mean = mean + x
-        mean = mean / len(sent)
-        buf = self.exchange.all_to_all(torch.cat([mean, sent[0]], 1), halo.send, halo.recv)
+        mean, ego = readout_partitioned(pg, h0, self.layers, halo.send_idx)  # [S, D] each
+        sq = ego.pow(2).sum(1, keepdim=True)  # [S, 1]: |layer 0|^2 computed by the owner
+        buf = self.exchange.all_to_all(torch.cat([mean, sq], 1), halo.send, halo.recv)
         # split, not slices: the backward of a split is one cat, a slice's zero-fills its input
-        fin_h, ego_h = buf.split([d, d], 1)  # [H, D] each
+        fin_h, sq_h = buf.split([d, 1], 1)  # [H, D], [H, 1]
         at = halo.buffer_index(part, uniq)[inverse]  # [m] buffer row of every id of the batch
         count = torch.bincount(at, minlength=halo.size).to(device=device, dtype=buf.dtype)
-        ego2 = (count * ego_h.pow(2).sum(1)).sum()
+        ego2 = (count * sq_h.squeeze(1)).sum()
         b, k = ui.shape[0], ni.shape[1] if ni.dim() == 2 else 1
         u, p, n = fin_h.index_select(0, at.to(device)).split([b, b, b * k])  # [m, D] -> 3 parts
         return u, p, n.reshape(b, k, d), ego2
