@@ -41,12 +41,15 @@ def descendants(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         try:
-            kids = [int(k) for t in Path(f"/proc/{p}/task").iterdir()
-                    for k in (t / "children").read_text().split()]  # fmt: skip
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
         except (FileNotFoundError, ProcessLookupError):
-            continue  # exited between the parent's listing and now
+            continue  # the process exited between its parent's listing and now
         out.append(p)
-        todo.extend(kids)
+        for t in tasks:
+            try:  # a thread that ends during the walk takes only its own children file with it
+                todo.extend(int(k) for k in (t / "children").read_text().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
     return out
 
 
