@@ -145,7 +145,7 @@ class E2E:
 
     # ------------------------------------------------------------------ data
     def synth(self) -> None:
-        rec = {}
+        rec: dict[str, Any] = {}
         for kind, users, items, per_user, out in (
             ("multibehavior", self.users, self.items, 5, self.work / "raw_mb"),
             ("sequence", self.seq_users, self.seq_items, 30, self.work / "raw_seq"),
@@ -156,6 +156,7 @@ class E2E:
                    "--seed", "0", "--chunk-rows", "2000000", "--quiet"]  # fmt: skip
             res = run_stage(cmd, self.work / f"synth_{kind}.log", _env())
             rec[kind] = _record(res, users=users, items=items, bytes=_du(out), command=cmd)
+        rec["rc"] = max((r["rc"] for r in rec.values()), key=abs)
         self.stages["synth"] = rec
 
     def bundle(self) -> None:
@@ -181,6 +182,7 @@ class E2E:
             "wall_s": round(sum(r["wall_s"] for r in rec.values()), 2),
             "peak_rss_mb_per_rank": [max(r["peak_rss_mb_total"] for r in rec.values())],
             "samples_per_s": None,
+            "rc": max((r["rc"] for r in rec.values()), key=abs, default=0),
             "bytes_on_disk": sum(r["bytes_on_disk"] for r in rec.values()),
             "train_interactions": (mb.get("counts") or {}).get("interactions.train"),
             "parts": rec,
@@ -360,8 +362,9 @@ class E2E:
             v.get("peak_rss_mb_total", 0) if isinstance(v, dict) else 0
             for v in self.stages.values()
         ]
-        for v in self.stages.get("bundle", {}).get("parts", {}).values():
-            totals.append(v["peak_rss_mb_total"])
+        parts = [*self.stages.get("bundle", {}).get("parts", {}).values(),
+                 *self.stages.get("synth", {}).values()]  # fmt: skip
+        totals += [v["peak_rss_mb_total"] for v in parts if isinstance(v, dict)]
         doc = {
             "rows": self.a.rows,
             "users": self.users,
