@@ -9,10 +9,14 @@ Sizes from ``--rows`` R (raw multi-behavior events): R/10 users, R/100 items, 4 
 sequence set has R/100 users and ``--seq-items`` (default R/10) items. Every stage is a fresh
 process tree timed from outside, its RSS sampled from /proc every 0.5 s (per rank: the rank's
 process and its data workers; ``peak_rss_gb_total``: the peak of the sum over every process of
-all stages, JVM included). Training runs ``--steps`` optimizer steps (0 = one epoch) in the
-configs' recommended mode (``configs/cigf/synthetic.yaml``, ``configs/lightgcn/synth.yaml``,
-``configs/dismir/beauty.yaml``) with the overrides in the JSON. Writes
-``bench/results/e2e_scale_<rows>.json``; work files under ``--work`` (git-ignored by default).
+all stages, JVM included). Training runs ``--steps`` optimizer steps (0 = one epoch) with
+``--<model>-config`` (defaults in CONFIGS; ``configs/{lightgcn,cigf}/e2e_full.yaml`` are full mode over
+owned partitions at global batch 2^17) and the overrides recorded in the JSON; a Prometheus server
+scrapes both ranks (``prometheus_covers_run``: every series from before the first step to the last).
+The resume check SIGKILLs rank 1 after the first mid-epoch checkpoint of a ``--resume-steps`` run at
+``--resume-batch``, resumes it and compares it with the same run uninterrupted. Writes
+``bench/results/e2e_scale_<rows>.json`` (below 10^7 rows, smoke runs: ``<work>/e2e_scale_<rows>_smoke.json``;
+``--out`` overrides); work files under ``--work`` (git-ignored by default).
 """
 
 from __future__ import annotations
