@@ -11,7 +11,10 @@ process tree timed from outside, its RSS sampled from /proc every 0.5 s (per ran
 process and its data workers; ``peak_rss_gb_total``: the peak of the sum over every process of
 all stages, JVM included). Training runs ``--steps`` optimizer steps (0 = one epoch) with
 ``--<model>-config`` (defaults in CONFIGS; ``configs/{lightgcn,cigf}/e2e_full.yaml`` are full mode over
-owned partitions at global batch 2^17) and the overrides recorded in the JSON; a Prometheus server
+owned partitions at global batch 2^17) and the overrides recorded in the JSON. Which to use: the
+sampled defaults for 10^8 and for #19's linear-growth check (a sampled step does not grow with the
+graph; a full-mode epoch grows ~100x from 10^7 to 10^8 and its tables do not fit this box at 10^7
+users); e2e_full for speed at <= ~10^7 edges. A Prometheus server
 scrapes both ranks (``prometheus_covers_run``: every series from before the first step to the last).
 The resume check SIGKILLs rank 1 after the first mid-epoch checkpoint of a ``--resume-steps`` run at
 ``--resume-batch``, resumes it and compares it with the same run uninterrupted. Writes
