@@ -76,6 +76,18 @@ def test_lightgcn_kjt_lookup_equals_one_rank(
     _assert_equal_runs("lightgcn", one_rank["lightgcn"], got)
 
 
+def test_lightgcn_direct_rows_update_equals_the_tbe_update(
+    roots: dict[str, Path],
+) -> None:
+    """``model.direct_rows`` (own rows as a view of the fused weights, the optimizer's update
+    applied by the model) against the fused TBE's own update, both at W = 2 with row-wise
+    Adagrad (the bench's optimizer; the other cases use SGD)."""
+    ada = ("train.sparse_optimizer=rowwise_adagrad", "train.sparse_lr=0.1")
+    ref = _run("lightgcn", 2, roots["lightgcn"], (*ada, "model.direct_rows=false"))
+    got = _run("lightgcn", 2, roots["lightgcn"], (*ada, "model.direct_rows=true"))
+    _assert_equal_runs("lightgcn", ref, got)
+
+
 def _assert_equal_runs(model: str, ref: dict[str, Any], got: dict[str, Any]) -> None:
     l1, lw = torch.tensor(ref["losses"]), torch.tensor(got["losses"])
     assert len(l1) == len(lw) == 20

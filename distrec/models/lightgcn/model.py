@@ -64,6 +64,12 @@ class LightGCNConfig:
     # of a padded 3-key KJT lookup (false: the KJT lookup; both exact, the KJT one is slower:
     # docs/results/graph_scale.md). A non-fused or non-row-wise table always takes the KJT one.
     local_shards: bool = True
+    # with local_shards: the own rows are a view of the fused weights and the backward applies the
+    # table optimizer's update itself (EXACT_SGD, EXACT_ROWWISE_ADAGRAD without weight decay;
+    # anything else, or false: the shard's VBE TBE call, 6.1 of 8.9 s CPU of a 2^17 step on
+    # scale_mb at W = 1, docs/results/graph_scale.md). Off by default until its multi-rank test
+    # (test_partitioned_models -k direct_rows) has run; the unit test against FBGEMM passes.
+    direct_rows: bool = False
 
 
 class LightGCN(RecModel):
@@ -102,7 +108,7 @@ class LightGCN(RecModel):
         :func:`distrec.graph.partition.own_rows`; owned mode only: the items' side is the
         transpose of the same rows)."""
         super().__init__()
-        self.use_local_shards = cfg.local_shards
+        self.use_local_shards, self.direct_rows = cfg.local_shards, cfg.direct_rows
         if partition not in ("owned", "replicated"):
             raise ValueError(f"graph.partition: {partition!r} is not one of owned, replicated")
         if not isinstance(graph, HeteroGraph) and (rows is None or partition != "owned"):
@@ -178,7 +184,9 @@ class LightGCN(RecModel):
             ]
             self._part, self._pg = part, PartitionedGraph(part, [pieces], ex, device)
             users, items = part.own("user"), part.own("item")
-            local = local_shards(self.ebc, part) if self.use_local_shards else None
+            local = (
+                local_shards(self.ebc, part, self.direct_rows) if self.use_local_shards else None
+            )
             # every rank must take the same path: the KJT lookup is a collective
             ok = ex.counts([int(local is not None)] * ex.world)
             self._local = local if all(ok) else None
