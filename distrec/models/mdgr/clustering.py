@@ -68,9 +68,8 @@ def kmeans(
     maskk = mask.unsqueeze(-1)
     ks = torch.arange(k, device=x.device)
     if init is not None:
-        onehot = (init.unsqueeze(-1) == ks).to(x.dtype)  # padding (-1) matches no cluster
-        count = onehot.sum(dim=1)
-        warm = onehot.transpose(1, 2) @ xd / count.clamp(min=1).unsqueeze(-1)
+        # padding (-1) matches no cluster
+        warm, count = _cluster_means((init.unsqueeze(-1) == ks).to(x.dtype), xd)
         c = torch.where(count.unsqueeze(-1) > 0, warm, c)
     # cdist(xd, c) = sqrt(clamp([-2x, |x|^2, 1] @ [c, 1, |c|^2]^T)): its matmul path, which it
     # takes when L > 25 or K > 25 (below that it computes differences, and so do we)
@@ -89,15 +88,19 @@ def kmeans(
         if prev is not None and torch.equal(labels, prev):
             break  # same labels -> same centroids -> same labels: the remaining steps change nothing
         onehot = ((labels.unsqueeze(-1) == ks) & maskk).to(x.dtype)  # [B, L, K]
-        count = onehot.sum(dim=1)  # [B, K]
-        new_c = onehot.transpose(1, 2) @ xd / count.clamp(min=1).unsqueeze(-1)
+        new_c, count = _cluster_means(onehot, xd)
         c = torch.where(count.unsqueeze(-1) > 0, new_c, c)
         prev = labels
-    onehot = ((labels.unsqueeze(-1) == ks) & maskk).to(x.dtype)
-    count = onehot.sum(dim=1)
-    centroids = onehot.transpose(1, 2) @ x / count.clamp(min=1).unsqueeze(-1)
+    centroids, _ = _cluster_means(((labels.unsqueeze(-1) == ks) & maskk).to(x.dtype), x)
     labels = torch.where(mask, labels, torch.full_like(labels, -1))
     return labels, centroids
+
+
+def _cluster_means(onehot: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """onehot [B, L, K], x [B, L, D] -> (mean of x over each cluster [B, K, D], zero for an empty
+    one; member count [B, K])."""
+    count = onehot.sum(dim=1)
+    return onehot.transpose(1, 2) @ x / count.clamp(min=1).unsqueeze(-1), count
 
 
 def weighted_cosine(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
